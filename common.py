@@ -1,0 +1,572 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""FIXED: plumbing shared by every target. The rules it implements are stated in HARNESS.md.
+
+Seeds (SplitMix64), statistics, the contestant process (the only place kernels run),
+results.tsv, snapshots and the harness hash. Run as `python common.py contestant FD_IN FD_OUT`
+it is the contestant side of the pipe protocol: that half never writes results or judges.
+"""
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent
+RESULTS_PATH = REPO / "results.tsv"  # default log; snapshots live beside it in .snapshots/
+CACHE_DIR = REPO / ".cache"  # fixture cache, verified by hash on every load
+
+TIME_BUDGET_SECS = 180  # whole trial; honest kernels finish in ~15 s
+LOAD_DEADLINE_SECS = 60  # import of kernels.py
+CALL_DEADLINE_SECS = 30  # one request: a correctness case (incl. numba compile) or a timed batch
+CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-space cap
+MAX_MESSAGE_BYTES = 256 << 20  # a reply larger than this is a contract violation
+
+CI_Z = 1.6449  # two-sided 90 % normal quantile; small samples get the t correction below
+MIN_GAIN = 0.01  # effect-size floor: keep needs geomean ratio <= 1 - MIN_GAIN
+WORST_REGRESSION = 0.05  # a combo significantly slower by this much blocks a keep
+MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INCORRECT, EXIT_TIMEOUT, EXIT_CRASH, EXIT_USAGE = 0, 1, 2, 3, 4, 5
+STATUS_EXIT = {"fail": EXIT_INCORRECT, "timeout": EXIT_TIMEOUT, "crash": EXIT_CRASH}
+
+RESULTS_COLUMNS = (
+    "timestamp", "target", "commit", "harness_sha", "kernel_sha", "champion_sha", "status",
+    "geomean_ratio", "worst_ratio", "speedup_vs_baseline", "geomean_us", "peak_mem_mb",
+    "total_seconds", "description",
+)
+CHAMPION_STATUSES = ("baseline", "keep")
+# Never part of the harness hash: the kernels, logs, caches and tool output.
+UNHASHED_NAMES = {
+    ".git", ".venv", ".cache", ".snapshots", "__pycache__", ".pytest_cache", ".ruff_cache",
+    "results.tsv", "results.png", "lessons.md", "kernels.py",
+}
+
+MASK64 = (1 << 64) - 1
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+class TrialFault(Exception):
+    """The kernel failed: status is one of fail, timeout, crash."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class HarnessError(Exception):
+    """The harness or its inputs are at fault, not the kernel."""
+
+    def __init__(self, message, code=EXIT_INTERNAL):
+        super().__init__(message)
+        self.code = code
+
+
+def progress(message):
+    print(f"[harness] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- seeds
+def splitmix64_mix(z):
+    """The SplitMix64 finalizer (output function) on one 64-bit integer."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+class SplitMix64:
+    def __init__(self, seed):
+        self.state = seed & MASK64
+
+    def next_u64(self):
+        self.state = (self.state + GOLDEN_GAMMA) & MASK64
+        return splitmix64_mix(self.state)
+
+
+def _seed_part(part):
+    if isinstance(part, (int, np.integer)):
+        return int(part) & MASK64
+    return int.from_bytes(hashlib.blake2b(str(part).encode(), digest_size=8).digest(), "little")
+
+
+def mix_seeds(*parts):
+    """Order-sensitive seed from ints or strings: the finalizer runs once per part."""
+    h = 0
+    for part in parts:
+        h = splitmix64_mix((h + GOLDEN_GAMMA + _seed_part(part)) & MASK64)
+    return h
+
+
+def splitmix64_stream(seed, count):
+    """The first `count` outputs of SplitMix64(seed), vectorised (uint64 arithmetic wraps)."""
+    steps = np.arange(1, count + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed & MASK64) + steps * np.uint64(GOLDEN_GAMMA)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def uniform01(seed, shape):
+    """Float64 in [0, 1) from the top 53 bits of the stream."""
+    count = int(np.prod(shape))
+    return ((splitmix64_stream(seed, count) >> np.uint64(11)) * 2.0**-53).reshape(shape)
+
+
+def standard_normal(seed, shape):
+    """Box-Muller: each pair of uniforms gives two normals (cosine half, then sine half)."""
+    count = int(np.prod(shape))
+    half = (count + 1) // 2
+    u = uniform01(seed, (2, half))
+    radius = np.sqrt(-2.0 * np.log(1.0 - u[0]))  # 1 - u is in (0, 1]: the log is finite
+    angle = 2.0 * np.pi * u[1]
+    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count].reshape(shape)
+
+
+# ---------------------------------------------------------------- statistics
+def geomean(values):
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.exp(np.mean(np.log(values))))
+
+
+def t_quantile_90(dof):
+    """Two-sided 90 % Student t quantile (Cornish-Fisher expansion; < 0.5 % off for dof >= 3)."""
+    z = CI_Z
+    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+
+
+def log_ratio_summary(log_ratios):
+    """Mean log ratio and its standard error, over rounds."""
+    log_ratios = np.asarray(log_ratios, dtype=np.float64)
+    n = len(log_ratios)
+    return float(np.mean(log_ratios)), float(np.std(log_ratios, ddof=1) / math.sqrt(n)), n - 1
+
+
+def ratio_with_ci(mean_log, stderr, dof):
+    half = t_quantile_90(max(dof, 1)) * stderr
+    return math.exp(mean_log), math.exp(mean_log - half), math.exp(mean_log + half)
+
+
+def combined_geomean(summaries):
+    """Geomean ratio over combos with its CI: combos are independent, their errors add."""
+    means = [s[0] for s in summaries]
+    stderr = math.sqrt(sum(s[1] ** 2 for s in summaries)) / len(summaries)
+    return ratio_with_ci(float(np.mean(means)), stderr, sum(s[2] for s in summaries))
+
+
+def decide(is_baseline, geo, geo_lo, geo_hi, combos):
+    """The gate (HARNESS.md). combos: name -> (ratio, lo, hi). Returns (verdict, reason)."""
+    if is_baseline:
+        return "baseline", "first run on this harness: the champion is recorded"
+    regressed = [n for n, (r, lo, _) in combos.items() if r >= 1 + WORST_REGRESSION and lo > 1]
+    if regressed:
+        return "discard", f"worst-case guard: {', '.join(regressed)} slower by >= 5 %"
+    if geo_hi >= 1:
+        return "discard", f"no significant gain: geomean CI90 upper {geo_hi:.4f} >= 1"
+    if geo > 1 - MIN_GAIN:
+        return "discard", f"gain below the {MIN_GAIN:.0%} floor: geomean {geo:.4f}"
+    return "keep", f"faster: geomean {geo:.4f}, CI90 [{geo_lo:.4f}, {geo_hi:.4f}]"
+
+
+# ---------------------------------------------------------------- process measurements
+def process_cpu_ns(pid):
+    """CPU time of every thread of `pid`, living or exited, read from outside (ns)."""
+    return time.clock_gettime_ns(((~pid) << 3) | 2)  # CPUCLOCK_SCHED of the whole process
+
+
+def peak_rss_mb(pid="self"):
+    """Resident high-water mark (VmHWM), not the virtual peak."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise HarnessError(f"no VmHWM in /proc/{pid}/status")
+
+
+# ---------------------------------------------------------------- the pipe protocol
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd, size, deadline):
+    chunks, got = [], 0
+    while got < size:
+        remaining = None if deadline == math.inf else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0 or not select.select([fd], [], [],
+                                                                         remaining)[0]:
+            raise TimeoutError
+        chunk = os.read(fd, min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _send_frame(fd, payload):
+    _write_all(fd, struct.pack("<Q", len(payload)) + payload)
+
+
+def _recv_frame(fd, deadline):
+    (size,) = struct.unpack("<Q", _read_exact(fd, 8, deadline))
+    if size > MAX_MESSAGE_BYTES:
+        raise ValueError(f"reply of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return _read_exact(fd, size, deadline)
+
+
+def encode_arrays(results):
+    """Contestant side: a list of output tuples -> JSON header + raw bytes. Plain data only."""
+    header, blobs = [], []
+    for out in results:
+        if not isinstance(out, tuple):
+            raise TypeError(f"an output is {type(out).__name__}, expected a tuple of arrays")
+        entry = []
+        for arr in out:
+            if type(arr) is not np.ndarray:
+                raise TypeError(f"an output element is {type(arr).__module__}."
+                                f"{type(arr).__name__}, not exactly numpy.ndarray")
+            blob = np.ascontiguousarray(arr).tobytes()
+            entry.append([arr.dtype.str, list(arr.shape), len(blob)])
+            blobs.append(blob)
+        header.append(entry)
+    head = json.dumps({"ok": True, "outs": header}).encode()
+    return struct.pack("<Q", len(head)) + head + b"".join(blobs)
+
+
+def decode_arrays(payload):
+    """Judge side: rebuild arrays from untrusted bytes; only plain numeric dtypes are accepted."""
+    (head_size,) = struct.unpack_from("<Q", payload)
+    head = json.loads(payload[8:8 + head_size])
+    if not head.get("ok"):
+        return None, str(head.get("error", "unknown contestant error"))
+    pos, outs = 8 + head_size, []
+    for entry in head["outs"]:
+        out = []
+        for dtype_str, shape, nbytes in entry:
+            dtype = np.dtype(dtype_str)
+            if dtype.kind not in "biuf" or dtype.itemsize > 8:
+                raise ValueError(f"dtype {dtype_str} is not a plain numeric type")
+            count = int(np.prod(shape)) if shape else 1
+            if nbytes != count * dtype.itemsize or pos + nbytes > len(payload):
+                raise ValueError("array byte count does not match its shape")
+            out.append(np.frombuffer(payload, dtype, count, pos).reshape(shape))
+            pos += nbytes
+        outs.append(tuple(out))
+    if pos != len(payload):
+        raise ValueError("trailing bytes after the last array")
+    return outs, None
+
+
+def _signal_name(returncode):
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def _limit_child(mem_cap_mb):
+    def apply():
+        import resource
+
+        cap = mem_cap_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+class Contestant:
+    """Judge side of one kernel process. The judge never imports the kernel: it sends source
+    and inputs down a pipe and reads back raw arrays, timing each request itself."""
+
+    def __init__(self, label, source, class_name, import_dir, budget_end):
+        self.label = label
+        self.budget_end = budget_end
+        self.workdir = tempfile.mkdtemp(prefix=f"contestant-{label}-")
+        to_child_r, self.to_child = os.pipe()
+        self.from_child, from_child_w = os.pipe()
+        self.log_path = Path(self.workdir) / "output.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "HARNESS_"))}
+        env.update({k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                     "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
+        env["NUMBA_CACHE_DIR"] = str(Path(self.workdir) / "numba-cache")  # private per run
+        env["PYTHONPATH"] = str(import_dir)  # the target's own modules, for unpickling inputs
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "common.py"), "contestant", str(to_child_r),
+                 str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=log, cwd=self.workdir, env=env, start_new_session=True,
+                preexec_fn=_limit_child(CHILD_MEM_CAP_MB))
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self.pending = None
+        self.send("load", source, f"{self.workdir}/kernels.py", class_name)
+        self.pending_deadline = LOAD_DEADLINE_SECS
+
+    def send(self, op, *args):
+        """Start a request; `receive` finishes it. Only one request is in flight."""
+        self.pending = op
+        self.pending_deadline = CALL_DEADLINE_SECS
+        payload = pickle.dumps((op, *args), protocol=pickle.HIGHEST_PROTOCOL)
+        self.cpu_start = process_cpu_ns(self.proc.pid)
+        self.wall_start = time.perf_counter_ns()
+        try:
+            _send_frame(self.to_child, payload)
+        except (BrokenPipeError, OSError):
+            pass  # the child is gone: receive() reports how it ended
+
+    def receive(self, phase):
+        """Finish the request: (outputs, cpu_ns, wall_ns). Faults raise TrialFault."""
+        deadline = min(time.monotonic() + self.pending_deadline, self.budget_end)
+        try:
+            payload = _recv_frame(self.from_child, deadline)
+            wall = time.perf_counter_ns() - self.wall_start
+            cpu = process_cpu_ns(self.proc.pid) - self.cpu_start
+            outs, error = decode_arrays(payload)
+        except TimeoutError:
+            self.kill()
+            limit = "the time budget" if deadline >= self.budget_end else "its deadline"
+            raise TrialFault("timeout", f"{self.label} kernel hung in {phase}: "
+                                        f"no answer within {limit}") from None
+        except EOFError:
+            raise TrialFault("crash", f"{self.label} kernel process died in {phase}: "
+                                      f"{self.exit_description()}") from None
+        except (ValueError, KeyError, TypeError, struct.error, json.JSONDecodeError) as e:
+            self.kill()
+            raise TrialFault("crash", f"{self.label} kernel sent a malformed reply in {phase}: "
+                                      f"{e}") from None
+        if error is not None:
+            raise TrialFault("crash", f"{self.label} kernel raised in {phase}: {error}")
+        if cpu > wall * MULTICORE_SLACK + 2_000_000:
+            raise TrialFault("fail", f"{self.label} kernel used more than one core in {phase}: "
+                                     f"{cpu / 1e6:.1f} ms CPU in {wall / 1e6:.1f} ms wall")
+        self.pending = None
+        return outs, cpu, wall
+
+    def request(self, phase, op, *args):
+        self.send(op, *args)
+        return self.receive(phase)
+
+    def exit_description(self):
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.returncode
+        how = f"killed by {_signal_name(code)}" if code < 0 else f"exit status {code}"
+        if code == -signal.SIGKILL or "MemoryError" in self.log_tail():
+            how += f" (memory cap {CHILD_MEM_CAP_MB} MiB address space)"
+        tail = self.log_tail()
+        return f"{how}; output tail: {tail}" if tail else how
+
+    def log_tail(self, lines=6):
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def peak_rss_mb(self):
+        return peak_rss_mb(self.proc.pid)
+
+    def pin(self, cpu):
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            os.sched_setaffinity(int(tid), {cpu})
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def close(self):
+        self.kill()
+        for fd in (self.to_child, self.from_child):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        subprocess.run(["rm", "-rf", self.workdir], check=False)
+
+
+def contestant_main(fd_in, fd_out):
+    """The kernel's process: load source, build instances, answer calls with raw arrays."""
+    import importlib.util
+
+    module, instances = None, {}
+    while True:
+        try:
+            op, *args = pickle.loads(_recv_frame(fd_in, math.inf))
+        except EOFError:
+            return
+        try:
+            if op == "load":
+                source, path, class_name = args
+                Path(path).write_bytes(source)
+                spec = importlib.util.spec_from_file_location("kernels", path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules["kernels"] = module
+                exec(compile(source, path, "exec"), module.__dict__)  # the bytes the judge sent
+                kernel_class = getattr(module, class_name, None)
+                if not callable(kernel_class):
+                    raise AttributeError(f"kernels.py defines no class {class_name}")
+                reply = encode_arrays([])
+            elif op == "init":
+                handle, ctor_args = args
+                for arr in ctor_args:
+                    if isinstance(arr, np.ndarray):
+                        arr.setflags(write=False)  # inputs are read-only by contract
+                instances[handle] = kernel_class(*ctor_args)
+                reply = encode_arrays([])
+            elif op == "call":
+                handle, method, arg_list = args
+                bound = getattr(instances[handle], method)
+                results = [bound(*call_args) for call_args in arg_list]
+                reply = encode_arrays(results)
+        except Exception as e:
+            lines = traceback.format_exception(e)
+            tail = "".join(lines[-3:]).strip().replace("\n", " | ")
+            head = json.dumps({"ok": False, "error": tail}).encode()
+            reply = struct.pack("<Q", len(head)) + head
+        _send_frame(fd_out, reply)
+
+
+# ---------------------------------------------------------------- hashing, git, snapshots
+def sha256_hex(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def harness_sha(root=REPO):
+    """Hash of every harness file (all but kernels, logs and caches), path and content."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in UNHASHED_NAMES)
+        for name in sorted(filenames):
+            if name in UNHASHED_NAMES or name.endswith(".pyc"):
+                continue
+            path = Path(dirpath) / name
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def git(*args):
+    """Output of a git command in the repo, or None without git or outside a work tree."""
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def snapshot_dir(results_path, target):
+    return Path(results_path).parent / ".snapshots" / target
+
+
+def save_snapshot(results_path, target, source_bytes):
+    sha = sha256_hex(source_bytes)[:12]
+    path = snapshot_dir(results_path, target) / f"{sha}.py"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(source_bytes)
+        os.replace(tmp, path)
+    return sha
+
+
+def load_snapshot(results_path, target, sha):
+    """Snapshot bytes, or None when missing or not matching their name."""
+    path = snapshot_dir(results_path, target) / f"{sha}.py"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if sha256_hex(data)[:12] == sha else None
+
+
+# ---------------------------------------------------------------- results.tsv
+def clean_field(value):
+    return " ".join(str(value).split())  # tabs and newlines become single spaces
+
+
+def read_results(path):
+    """All rows as dicts. A damaged line is a HarnessError naming it; a torn last line (a run
+    killed mid-write) is dropped, with a note."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, "r+", encoding="utf-8", errors="replace") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        text = f.read()
+        if text and not text.endswith("\n"):
+            keep = text.rfind("\n") + 1
+            f.truncate(len(text[:keep].encode()))
+            progress(f"{path.name}: dropped a torn last line left by a killed run")
+            text = text[:keep]
+    lines = text.splitlines()
+    if not lines:
+        return []
+    if tuple(lines[0].split("\t")) != RESULTS_COLUMNS:
+        raise HarnessError(f"{path} line 1: header is not the expected columns "
+                           f"({' '.join(RESULTS_COLUMNS)}); move the file aside", EXIT_USAGE)
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(RESULTS_COLUMNS):
+            raise HarnessError(f"{path} line {number}: {len(fields)} fields, expected "
+                               f"{len(RESULTS_COLUMNS)}; fix or delete that line", EXIT_USAGE)
+        rows.append(dict(zip(RESULTS_COLUMNS, fields)))
+    return rows
+
+
+def append_result(path, row):
+    """One locked, single-write append; the header goes in with the first row."""
+    line = "\t".join(clean_field(row.get(c, "")) for c in RESULTS_COLUMNS) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_size == 0:
+            line = "\t".join(RESULTS_COLUMNS) + "\n" + line
+        _write_all(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def find_champion(rows, target, harness):
+    """The last baseline/keep row of this target under this harness, or None."""
+    for row in reversed(rows):
+        if (row["target"] == target and row["status"] in CHAMPION_STATUSES
+                and row["harness_sha"] == harness):
+            return row
+    return None
+
+
+def print_block(fields):
+    """The result block: `---`, then one `key: value` per line."""
+    out = io.StringIO()
+    out.write("---\n")
+    for key, value in fields.items():
+        out.write(f"{key}: {value}\n")
+    sys.stdout.write(out.getvalue())
+    sys.stdout.flush()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["contestant"]:
+    contestant_main(int(sys.argv[2]), int(sys.argv[3]))

@@ -1,0 +1,231 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""FIXED: deterministic pq_l2 fixtures: the correctness battery and the speed workloads.
+
+Every array comes from a named seed through SplitMix64 (common.py), so fixtures are identical
+on every machine. Generation takes seconds, so fixtures are cached in .cache/pq_l2/, keyed by
+this file's code and the seeds, and verified by hash on every load.
+"""
+import hashlib
+import io
+import os
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import CACHE_DIR, mix_seeds, progress, sha256_hex, standard_normal, uniform01  # noqa: E402
+
+FIXTURE_SEED = 0x5EED_2026  # root of every fixture array
+NUM_CENTROIDS = 256  # 8-bit PQ, as in Lance
+SPEED_SHAPES = ((128, 16), (256, 16), (768, 96))  # (dim, num_sub_vectors): SIFT, mid, BERT-like
+SPEED_DISTRIBUTIONS = ("clustered", "uniform", "sparse")
+BATTERY_DISTRIBUTIONS = ("gaussian", "uniform", "sparse", "large_dynamic_range", "mostly_zero")
+SPEED_NUM_VECTORS = 20_000  # base vectors per speed workload
+SPEED_K = 10
+BATTERY_NUM_VECTORS = 1_013  # prime: not a multiple of 8 or 16
+BATTERY_QUERIES = 3  # queries per battery case
+TRAIN_SAMPLE = 4_096  # vectors the codebook is trained on
+LLOYD_ITERATIONS = 4  # enough for realistic, unevenly used codes
+NUM_CLUSTERS = 32  # mixture components of the clustered distribution
+SPARSE_DENSITY = 0.1  # ~90 % zeros
+MOSTLY_ZERO_DENSITY = 0.02
+ENCODE_CHUNK = 4_096  # vectors per chunk when assigning codes (bounds memory)
+
+
+class PqShape(NamedTuple):
+    dim: int
+    num_sub_vectors: int
+    num_centroids: int
+
+
+def draw_vectors(distribution, dim, count, seed):
+    """`count` float32 vectors of a named distribution. Clustered centres depend only on dim,
+    so fresh queries come from the same mixture as the base vectors."""
+    def noise():
+        return standard_normal(mix_seeds(seed, "noise"), (count, dim))
+
+    if distribution == "gaussian":
+        out = noise()
+    elif distribution == "clustered":
+        centres = 3.0 * standard_normal(mix_seeds(FIXTURE_SEED, "centres", dim), (NUM_CLUSTERS, dim))
+        pick = (uniform01(mix_seeds(seed, "pick"), (count,)) * NUM_CLUSTERS).astype(np.int64)
+        out = centres[pick] + noise()
+    elif distribution == "uniform":
+        out = 2.0 * uniform01(mix_seeds(seed, "uniform"), (count, dim)) - 1.0
+    elif distribution in ("sparse", "mostly_zero"):
+        density = SPARSE_DENSITY if distribution == "sparse" else MOSTLY_ZERO_DENSITY
+        out = noise() * (uniform01(mix_seeds(seed, "mask"), (count, dim)) < density)
+    elif distribution == "large_dynamic_range":
+        exponent = np.array([-3.0, 0.0, 3.0])[np.arange(dim) * 3 // dim]  # 1e-3, 1, 1e3 bands
+        jitter = uniform01(mix_seeds(seed, "scale"), (count, dim)) - 0.5
+        out = noise() * 10.0 ** (exponent + jitter)
+    else:
+        raise ValueError(f"unknown distribution {distribution}")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _nearest(sub_vectors, centroids):
+    """Index of the nearest centroid per row (float64; only used to build fixtures)."""
+    best = np.empty(len(sub_vectors), np.int64)
+    c_sq = (centroids * centroids).sum(axis=1)
+    for start in range(0, len(sub_vectors), ENCODE_CHUNK):
+        x = sub_vectors[start:start + ENCODE_CHUNK]
+        best[start:start + ENCODE_CHUNK] = np.argmin(c_sq - 2.0 * x @ centroids.T, axis=1)
+    return best
+
+
+def train_and_encode(vectors, num_sub_vectors, seed):
+    """Per sub-space Lloyd k-means on a sample, then codes for all vectors."""
+    count, dim = vectors.shape
+    sub_dim = dim // num_sub_vectors
+    sample = vectors[(uniform01(mix_seeds(seed, "sample"), (min(TRAIN_SAMPLE, count),))
+                      * count).astype(np.int64)].astype(np.float64)
+    init = (uniform01(mix_seeds(seed, "init"), (num_sub_vectors, NUM_CENTROIDS))
+            * len(sample)).astype(np.int64)
+    codebook = np.empty((num_sub_vectors, NUM_CENTROIDS, sub_dim), np.float64)
+    codes = np.empty((count, num_sub_vectors), np.uint8)
+    for i in range(num_sub_vectors):
+        cols = slice(i * sub_dim, (i + 1) * sub_dim)
+        x = np.ascontiguousarray(sample[:, cols])
+        centroids = x[init[i]].copy()
+        for _ in range(LLOYD_ITERATIONS):
+            assign = _nearest(x, centroids)
+            counts = np.bincount(assign, minlength=NUM_CENTROIDS)
+            sums = np.stack([np.bincount(assign, x[:, d], NUM_CENTROIDS) for d in range(sub_dim)],
+                            axis=1)
+            used = counts > 0  # an empty cluster keeps its centroid
+            centroids[used] = sums[used] / counts[used, None]
+        codebook[i] = centroids
+        codes[:, i] = _nearest(np.ascontiguousarray(vectors[:, cols], dtype=np.float64),
+                               centroids)
+    return np.ascontiguousarray(codebook, dtype=np.float32), codes
+
+
+def base_vectors(workload, count):
+    """The vectors a workload's codes encode (not cached: redrawn from the seed on demand)."""
+    shape = workload["shape"]
+    return draw_vectors(workload["distribution"], shape.dim, count,
+                        mix_seeds(int(workload["seed"]), "base"))
+
+
+def make_workload(dim, num_sub_vectors, distribution, count, seed):
+    vectors = draw_vectors(distribution, dim, count, mix_seeds(seed, "base"))
+    codebook, codes = train_and_encode(vectors, num_sub_vectors, mix_seeds(seed, "train"))
+    return {"shape": PqShape(dim, num_sub_vectors, NUM_CENTROIDS), "distribution": distribution,
+            "codebook": codebook, "codes": codes, "seed": seed}
+
+
+def _battery_case(name, workload, codes, queries, k):
+    return {"name": name, "shape": workload["shape"], "distribution": workload["distribution"],
+            "codebook": workload["codebook"], "codes": codes, "queries": queries, "k": k}
+
+
+def make_battery():
+    """Every shape x battery distribution, plus the edge cases (k = 1, k = n, k > n, tiny n,
+    exact ties at the k-th distance)."""
+    cases = []
+    for dim, m in SPEED_SHAPES:
+        for dist in BATTERY_DISTRIBUTIONS:
+            seed = mix_seeds(FIXTURE_SEED, "battery", dim, m, dist)
+            w = make_workload(dim, m, dist, BATTERY_NUM_VECTORS, seed)
+            queries = draw_vectors(dist, dim, BATTERY_QUERIES, mix_seeds(seed, "queries"))
+            if dist == "mostly_zero":
+                queries[0] = 0.0  # the all-zero query: distances are sums of centroid norms
+            tag = f"{dim}x{m}/{dist}"
+            codes = w["codes"]
+            cases.append(_battery_case(f"{tag}/k10", w, codes, queries, SPEED_K))
+            cases.append(_battery_case(f"{tag}/k=n", w, codes, queries[:1], len(codes)))
+            if dist == "gaussian":
+                cases.append(_battery_case(f"{tag}/k1", w, codes, queries, 1))
+                cases.append(_battery_case(f"{tag}/k>n", w, codes, queries[:1], len(codes) + 7))
+                for n in (1, 5, 17):
+                    cases.append(_battery_case(f"{tag}/n{n}", w, codes[:n].copy(), queries,
+                                               SPEED_K))
+                # 37 distinct rows, each repeated 7 times: the k-th distance sits in a tie.
+                tied = np.ascontiguousarray(np.repeat(codes[:37], 7, axis=0))
+                for k in (SPEED_K, 12):
+                    cases.append(_battery_case(f"{tag}/ties-k{k}", w, tied, queries, k))
+    return cases
+
+
+def make_speed_workloads():
+    workloads = []
+    for dim, m in SPEED_SHAPES:
+        for dist in SPEED_DISTRIBUTIONS:
+            seed = mix_seeds(FIXTURE_SEED, "speed", dim, m, dist)
+            w = make_workload(dim, m, dist, SPEED_NUM_VECTORS, seed)
+            w["name"] = f"{dim}x{m}_{dist}"
+            workloads.append(w)
+    return workloads
+
+
+def draw_queries(workload, count, seed):
+    """Fresh queries from the workload's own distribution (never seen before, never repeated)."""
+    shape = workload["shape"]
+    return draw_vectors(workload["distribution"], shape.dim, count, seed)
+
+
+# ---------------------------------------------------------------- the cache
+def _cache_key():
+    source = Path(__file__).read_bytes() + Path(sys.modules["common"].__file__).read_bytes()
+    return hashlib.sha256(source + str(FIXTURE_SEED).encode()).hexdigest()[:16]
+
+
+def _pack(battery, workloads):
+    arrays = {}
+    for prefix, items in (("battery", battery), ("speed", workloads)):
+        for i, item in enumerate(items):
+            for key, value in item.items():
+                if key == "shape":
+                    value = np.array(value)
+                arrays[f"{prefix}/{i}/{key}"] = np.asarray(value)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _unpack(data):
+    items = {"battery": {}, "speed": {}}
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        for name in npz.files:
+            prefix, index, key = name.split("/")
+            value = npz[name]
+            if key == "shape":
+                value = PqShape(*(int(v) for v in value))
+            elif value.ndim == 0:
+                value = value.item()
+            items[prefix].setdefault(int(index), {})[key] = value
+    return ([items["battery"][i] for i in sorted(items["battery"])],
+            [items["speed"][i] for i in sorted(items["speed"])])
+
+
+def cache_paths():
+    directory = CACHE_DIR / "pq_l2"
+    key = _cache_key()
+    return directory / f"fixtures-{key}.npz", directory / f"fixtures-{key}.sha256"
+
+
+def load_fixtures():
+    """(battery, speed workloads, content sha). A missing, stale or corrupted cache is rebuilt."""
+    data_path, sum_path = cache_paths()
+    try:
+        data = data_path.read_bytes()
+        digest = sha256_hex(data)
+        if sum_path.read_text().strip() == digest:
+            return (*_unpack(data), digest)
+        progress(f"fixture cache {data_path.name} fails its hash: regenerating")
+    except FileNotFoundError:
+        progress("fixture cache missing: generating fixtures (once, ~10 s)")
+    except (OSError, ValueError, KeyError) as e:
+        progress(f"fixture cache unreadable ({e}): regenerating")
+    battery, workloads = make_battery(), make_speed_workloads()
+    data = _pack(battery, workloads)
+    digest = sha256_hex(data)
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    for path, content in ((data_path, data), (sum_path, digest.encode())):
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(content)
+        os.replace(tmp, path)
+    return (*_unpack(data), digest)

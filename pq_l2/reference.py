@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""FIXED: the pq_l2 oracle. Independent of kernels.py; only the judge process uses it.
+
+Distances are computed term by term in float64 from the float32 inputs, which makes them
+exact to ~1e-16 relative: the truth the float32 kernel is held to.
+
+Tolerance. Every term (q - c)^2 is non-negative, so float32 arithmetic in any order has a
+relative error bound (Higham, Accuracy and Stability of Numerical Algorithms, sec. 3.1/4.2):
+a term costs three roundings (the difference, counted twice once squared, and the square),
+the sub_dim terms of a table entry and the m entries of a distance add with at most
+sub_dim - 1 and m - 1 more, each at most u = 2^-24. So |kernel - exact| <= gamma(n) * exact
+with n = sub_dim + m + 1 and gamma(n) = n*u / (1 - n*u). Summation order, FMA (fewer roundings) and float64 accumulation
+all stay inside it; a dropped or doubled sub-vector, a wrong centroid, sqrt, float16 or
+u8-quantised tables and the q^2 + c^2 - 2qc rewrite (terms no longer non-negative: it
+cancels catastrophically on large_dynamic_range) fall outside it. MAX_ABS_ERR is the floor
+near zero, where subnormals and flush-to-zero live.
+"""
+import numpy as np
+
+MAX_ABS_ERR = 1e-4  # absolute floor of the tolerance, for distances near zero
+UNIT_ROUNDOFF = 2.0**-24  # float32
+ROUNDINGS_PER_TERM = 3  # (q - c) rounded, counted twice by the square, and the square
+
+
+def exact_distances(codebook, codes, query):
+    """Squared L2 from `query` to every encoded vector, float64, [n]."""
+    m, _, sub_dim = codebook.shape
+    q = query.astype(np.float64).reshape(m, 1, sub_dim)
+    table = ((q - codebook.astype(np.float64)) ** 2).sum(axis=2)  # [m, num_centroids]
+    return table[np.arange(m), codes.astype(np.intp)].sum(axis=1)
+
+
+def relative_bound(shape):
+    sub_dim = shape.dim // shape.num_sub_vectors
+    n = (sub_dim - 1) + (shape.num_sub_vectors - 1) + ROUNDINGS_PER_TERM
+    return n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
+
+
+def tolerance(exact, shape):
+    return np.maximum(MAX_ABS_ERR, relative_bound(shape) * exact)
+
+
+def reference_top_k(exact, k):
+    """Ids and distances of the k smallest, ascending (ties by id)."""
+    ids = np.argsort(exact, kind="stable")[:k]
+    return ids, exact[ids]
+
+
+def topk_consistent(ids, dists, exact, k, shape):
+    """None if (ids, dists) is a correct top-k for these exact distances, else the reason.
+
+    Positional: the j-th returned distance matches the j-th true smallest within tolerance.
+    Honest: each returned distance matches the true distance of the id it names. Together
+    they allow ids to differ from the oracle's only inside a band of tied distances."""
+    n = len(exact)
+    want = min(k, n)
+    for name, arr in (("ids", ids), ("dists", dists)):
+        if type(arr) is not np.ndarray:
+            return f"{name} is {type(arr).__name__}, not numpy.ndarray"
+        if arr.shape != (want,):
+            return f"{name} has shape {arr.shape}, expected ({want},)"
+    if ids.dtype.kind not in "iu":
+        return f"ids dtype {ids.dtype} is not an integer type"
+    if dists.dtype != np.float32:
+        return f"dists dtype {dists.dtype} is not float32"
+    if not np.all(np.isfinite(dists)):
+        return f"dists contain non-finite values: {dists[~np.isfinite(dists)][:3]}"
+    if want and (ids.min() < 0 or ids.max() >= n):
+        return f"ids out of range [0, {n}): {ids[(ids < 0) | (ids >= n)][:3]}"
+    if len(np.unique(ids)) != want:
+        return "ids are not distinct"
+    if np.any(np.diff(dists) < 0):
+        j = int(np.argmax(np.diff(dists) < 0))
+        return f"dists not ascending at position {j}: {dists[j]} > {dists[j + 1]}"
+    got = dists.astype(np.float64)
+    true_of_ids = exact[ids]
+    bad = np.abs(got - true_of_ids) > tolerance(true_of_ids, shape)
+    if np.any(bad):
+        j = int(np.argmax(bad))
+        return (f"position {j}: id {ids[j]} has distance {true_of_ids[j]:.9g}, kernel says "
+                f"{got[j]:.9g} (tolerance {tolerance(true_of_ids[j], shape):.3g})")
+    _, best = reference_top_k(exact, want)
+    bad = np.abs(got - best) > tolerance(best, shape)
+    if np.any(bad):
+        j = int(np.argmax(bad))
+        return (f"position {j}: the {j + 1}-th smallest distance is {best[j]:.9g}, kernel "
+                f"returned {got[j]:.9g} (id {ids[j]}; tolerance {tolerance(best[j], shape):.3g})")
+    return None
