@@ -7,6 +7,7 @@ it is the contestant side of the pipe protocol: that half never writes results o
 """
 import fcntl
 import hashlib
+import hmac
 import io
 import json
 import math
@@ -38,6 +39,7 @@ CI_Z = 1.6449  # two-sided 90 % normal quantile; small samples get the t correct
 MIN_GAIN = 0.01  # effect-size floor: keep needs geomean ratio <= 1 - MIN_GAIN
 WORST_REGRESSION = 0.05  # a combo significantly slower by this much blocks a keep
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
+PR_SET_PDEATHSIG = 1  # prctl option: signal the child when the judge dies
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INCORRECT, EXIT_TIMEOUT, EXIT_CRASH, EXIT_USAGE = 0, 1, 2, 3, 4, 5
 STATUS_EXIT = {"fail": EXIT_INCORRECT, "timeout": EXIT_TIMEOUT, "crash": EXIT_CRASH}
@@ -45,13 +47,13 @@ STATUS_EXIT = {"fail": EXIT_INCORRECT, "timeout": EXIT_TIMEOUT, "crash": EXIT_CR
 RESULTS_COLUMNS = (
     "timestamp", "target", "commit", "harness_sha", "kernel_sha", "champion_sha", "status",
     "geomean_ratio", "worst_ratio", "speedup_vs_baseline", "geomean_us", "peak_mem_mb",
-    "total_seconds", "description",
+    "total_seconds", "row_mac", "description",
 )
 CHAMPION_STATUSES = ("baseline", "keep")
 # Never part of the harness hash: the kernels, logs, caches and tool output.
 UNHASHED_NAMES = {
     ".git", ".venv", ".cache", ".snapshots", "__pycache__", ".pytest_cache", ".ruff_cache",
-    "results.tsv", "results.png", "lessons.md", "kernels.py",
+    "results.tsv", "results.png", "lessons.md", "kernels.py", ".results.key",
 }
 
 MASK64 = (1 << 64) - 1
@@ -182,8 +184,23 @@ def decide(is_baseline, geo, geo_lo, geo_hi, combos):
 
 # ---------------------------------------------------------------- process measurements
 def process_cpu_ns(pid):
-    """CPU time of every thread of `pid`, living or exited, read from outside (ns)."""
+    """CPU time of every thread of `pid`, living or exited, read from outside (ns). Exact only
+    while the process sleeps: a thread running on another core is counted up to its last
+    tick, so callers first wait_until_blocked()."""
     return time.clock_gettime_ns(((~pid) << 3) | 2)  # CPUCLOCK_SCHED of the whole process
+
+
+def wait_until_blocked(pid, limit_secs=0.05):
+    """Wait (briefly) until the process is asleep, e.g. back in its read of the next request."""
+    end = time.monotonic() + limit_secs
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state != b"R":
+            return
 
 
 def peak_rss_mb(pid="self"):
@@ -278,13 +295,86 @@ def _signal_name(returncode):
         return f"signal {-returncode}"
 
 
-def _limit_child(mem_cap_mb):
+# Syscalls a contestant may not make (x86_64 and aarch64 numbers): no new processes (threads
+# are allowed and show as CPU time), no signals but to itself, no tracing of other processes.
+SECCOMP_ARCHES = {
+    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "kill": 62, "ptrace": 101,
+                            "tkill": 200, "tgkill": 234, "process_vm_writev": 311,
+                            "pidfd_send_signal": 424, "clone3": 435}),
+    "aarch64": (0xC00000B7, {"clone": 220, "kill": 129, "ptrace": 117, "tkill": 130,
+                             "tgkill": 131, "process_vm_writev": 271, "pidfd_send_signal": 424,
+                             "clone3": 435}),
+}
+CLONE_THREAD = 0x10000
+LANDLOCK_WRITE_RIGHTS = 0b1_1111_1111_0010  # write, remove, make-*: bits 1, 4-12 of the ABI
+LANDLOCK_REFER, LANDLOCK_TRUNCATE = 1 << 13, 1 << 14  # ABI 2 and 3 rights
+
+
+def _seccomp_filter(arch, numbers, own_pid):
+    """A classic-BPF program: the syscalls above fail with EPERM (clone3 with ENOSYS, so libc
+    falls back to clone, where CLONE_THREAD is allowed); kill-like calls only at itself."""
+    deny = {"fork", "vfork", "ptrace", "process_vm_writev", "pidfd_send_signal"}
+    checks = [(nr, "pid" if name in ("kill", "tkill", "tgkill") else
+               "clone" if name == "clone" else "enosys" if name == "clone3" else "deny")
+              for name, nr in numbers.items() if name in deny | {"kill", "tkill", "tgkill",
+                                                                  "clone", "clone3"}]
+    first_check = 3
+    allow_now = first_check + len(checks)  # classic BPF jumps only forward: returns come last
+    labels = {"pid": allow_now + 1, "clone": allow_now + 3, "allow": allow_now + 5,
+              "deny": allow_now + 6, "enosys": allow_now + 7}
+    prog = [(0x20, 0, 0, 4), (0x15, 0, allow_now - 2, arch), (0x20, 0, 0, 0)]
+    for i, (nr, label) in enumerate(checks):
+        prog.append((0x15, labels[label] - (first_check + i) - 1, 0, nr))
+    errno_ret = 0x00050000  # SECCOMP_RET_ERRNO | errno
+    allow = (0x06, 0, 0, 0x7FFF0000)
+    prog += [allow,
+             (0x20, 0, 0, 16), (0x15, 2, 3, own_pid),  # args[0] == own pid: allow, else deny
+             (0x20, 0, 0, 16), (0x45, 0, 1, CLONE_THREAD),  # a thread: allow, else deny
+             allow, (0x06, 0, 0, errno_ret | 1), (0x06, 0, 0, errno_ret | 38)]
+    return b"".join(struct.pack("<HBBI", *ins) for ins in prog), len(prog)
+
+
+def _sandbox(libc, workdir):
+    """Landlock: writes only beneath the contestant's workdir; seccomp: the filter above.
+    Both are inherited and irrevocable; both are skipped where the kernel lacks them."""
+    import ctypes
+    import platform
+
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: required to self-sandbox
+    abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(VERSION)
+    if abi >= 1:
+        rights = LANDLOCK_WRITE_RIGHTS | (LANDLOCK_REFER if abi >= 2 else 0) | \
+            (LANDLOCK_TRUNCATE if abi >= 3 else 0)
+        ruleset = libc.syscall(444, ctypes.byref(ctypes.c_uint64(rights)), 8, 0)
+        for path, allowed in ((workdir, rights), ("/dev/null", 1 << 1)):
+            fd = os.open(path, os.O_PATH)
+            rule = struct.pack("<Qi", allowed, fd)
+            libc.syscall(445, ruleset, 1, ctypes.c_char_p(rule), 0)
+            os.close(fd)
+        libc.syscall(446, ruleset, 0)
+        os.close(ruleset)
+    if platform.machine() in SECCOMP_ARCHES:
+        arch, numbers = SECCOMP_ARCHES[platform.machine()]
+        code, length = _seccomp_filter(arch, numbers, os.getpid())
+        buffer = ctypes.create_string_buffer(code)
+        fprog = struct.pack("<HxxxxxxQ", length, ctypes.addressof(buffer))
+        libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0)  # PR_SET_SECCOMP, FILTER
+
+
+def _confine_child(workdir, cpu):
+    """Runs in the child between fork and exec: memory cap, one core, death with the judge,
+    and the sandbox."""
     def apply():
+        import ctypes
         import resource
 
-        cap = mem_cap_mb << 20
+        cap = CHILD_MEM_CAP_MB << 20
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.sched_setaffinity(0, {cpu})
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _sandbox(libc, workdir)
     return apply
 
 
@@ -292,7 +382,7 @@ class Contestant:
     """Judge side of one kernel process. The judge never imports the kernel: it sends source
     and inputs down a pipe and reads back raw arrays, timing each request itself."""
 
-    def __init__(self, label, source, class_name, import_dir, budget_end):
+    def __init__(self, label, source, class_name, import_dir, budget_end, cpu):
         self.label = label
         self.budget_end = budget_end
         self.workdir = tempfile.mkdtemp(prefix=f"contestant-{label}-")
@@ -310,7 +400,7 @@ class Contestant:
                  str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=log, cwd=self.workdir, env=env, start_new_session=True,
-                preexec_fn=_limit_child(CHILD_MEM_CAP_MB))
+                preexec_fn=_confine_child(self.workdir, cpu))
         os.close(to_child_r)
         os.close(from_child_w)
         self.pending = None
@@ -335,6 +425,7 @@ class Contestant:
         try:
             payload = _recv_frame(self.from_child, deadline)
             wall = time.perf_counter_ns() - self.wall_start
+            wait_until_blocked(self.proc.pid)
             cpu = process_cpu_ns(self.proc.pid) - self.cpu_start
             outs, error = decode_arrays(payload)
         except TimeoutError:
@@ -405,16 +496,27 @@ class Contestant:
         subprocess.run(["rm", "-rf", self.workdir], check=False)
 
 
+def _arrays_digest(values):
+    digest = hashlib.sha256()
+    for value in values:
+        if isinstance(value, np.ndarray):
+            digest.update(np.ascontiguousarray(value).view(np.uint8).data)
+    return digest.digest()
+
+
 def contestant_main(fd_in, fd_out):
     """The kernel's process: load source, build instances, answer calls with raw arrays."""
     import importlib.util
 
-    module, instances = None, {}
+    module, instances, inputs_seen = None, {}, {}
     while True:
         try:
-            op, *args = pickle.loads(_recv_frame(fd_in, math.inf))
+            frame = _recv_frame(fd_in, math.inf)
         except EOFError:
             return
+        op, *args = pickle.loads(frame)
+        if op == "call":
+            _, _, pristine = pickle.loads(frame)[1:]  # a private copy to detect writes
         try:
             if op == "load":
                 source, path, class_name = args
@@ -429,6 +531,7 @@ def contestant_main(fd_in, fd_out):
                 reply = encode_arrays([])
             elif op == "init":
                 handle, ctor_args = args
+                inputs_seen[handle] = (ctor_args, _arrays_digest(ctor_args))
                 for arr in ctor_args:
                     if isinstance(arr, np.ndarray):
                         arr.setflags(write=False)  # inputs are read-only by contract
@@ -439,6 +542,16 @@ def contestant_main(fd_in, fd_out):
                 bound = getattr(instances[handle], method)
                 results = [bound(*call_args) for call_args in arg_list]
                 reply = encode_arrays(results)
+                if _arrays_digest(arg for call_args in arg_list for arg in call_args) != \
+                        _arrays_digest(arg for call_args in pristine for arg in call_args):
+                    raise ValueError("the kernel wrote to its query arrays (inputs are "
+                                     "read-only)")
+            elif op == "verify":
+                for handle, (ctor_args, digest) in inputs_seen.items():
+                    if _arrays_digest(ctor_args) != digest:
+                        raise ValueError(f"the kernel wrote to its __init__ inputs ({handle}); "
+                                         "inputs are read-only")
+                reply = encode_arrays([])
         except Exception as e:
             lines = traceback.format_exception(e)
             tail = "".join(lines[-3:]).strip().replace("\n", " | ")
@@ -501,6 +614,27 @@ def load_snapshot(results_path, target, sha):
 
 
 # ---------------------------------------------------------------- results.tsv
+def _row_key(results_path, create):
+    """The secret behind row_mac, beside results.tsv (mode 0600, git-ignored)."""
+    path = Path(results_path).parent / ".results.key"
+    if create and not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _write_all(fd, os.urandom(32))
+            os.close(fd)
+        except FileExistsError:
+            pass  # another run made it first
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def row_mac(key, fields):
+    """HMAC of a row's other fields: a row the judge did not write does not verify."""
+    return hmac.new(key, "\t".join(fields).encode(), "sha256").hexdigest()[:16]
+
+
 def clean_field(value):
     return " ".join(str(value).split())  # tabs and newlines become single spaces
 
@@ -525,19 +659,27 @@ def read_results(path):
     if tuple(lines[0].split("\t")) != RESULTS_COLUMNS:
         raise HarnessError(f"{path} line 1: header is not the expected columns "
                            f"({' '.join(RESULTS_COLUMNS)}); move the file aside", EXIT_USAGE)
-    rows = []
+    rows, key = [], _row_key(path, create=False)
+    mac_at = RESULTS_COLUMNS.index("row_mac")
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         if len(fields) != len(RESULTS_COLUMNS):
             raise HarnessError(f"{path} line {number}: {len(fields)} fields, expected "
                                f"{len(RESULTS_COLUMNS)}; fix or delete that line", EXIT_USAGE)
-        rows.append(dict(zip(RESULTS_COLUMNS, fields)))
+        if key is None or fields[mac_at] != row_mac(key, fields[:mac_at] + fields[mac_at + 1:]):
+            progress(f"{path.name} line {number} was not written by the harness (row_mac does "
+                     "not verify): ignored")
+            continue
+        rows.append(dict(zip(RESULTS_COLUMNS, fields, strict=True)))
     return rows
 
 
 def append_result(path, row):
     """One locked, single-write append; the header goes in with the first row."""
-    line = "\t".join(clean_field(row.get(c, "")) for c in RESULTS_COLUMNS) + "\n"
+    fields = [clean_field(row.get(c, "")) for c in RESULTS_COLUMNS if c != "row_mac"]
+    mac_at = RESULTS_COLUMNS.index("row_mac")
+    fields.insert(mac_at, row_mac(_row_key(path, create=True), fields))
+    line = "\t".join(fields) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

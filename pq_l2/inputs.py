@@ -49,7 +49,8 @@ def draw_vectors(distribution, dim, count, seed):
     if distribution == "gaussian":
         out = noise()
     elif distribution == "clustered":
-        centres = 3.0 * standard_normal(mix_seeds(FIXTURE_SEED, "centres", dim), (NUM_CLUSTERS, dim))
+        centres_seed = mix_seeds(FIXTURE_SEED, "centres", dim)
+        centres = 3.0 * standard_normal(centres_seed, (NUM_CLUSTERS, dim))
         pick = (uniform01(mix_seeds(seed, "pick"), (count,)) * NUM_CLUSTERS).astype(np.int64)
         out = centres[pick] + noise()
     elif distribution == "uniform":
@@ -205,6 +206,19 @@ def cache_paths():
     directory = CACHE_DIR / "pq_l2"
     key = _cache_key()
     return directory / f"fixtures-{key}.npz", directory / f"fixtures-{key}.sha256"
+
+
+def cache_intact(digest):
+    """True if the cache file still hashes to `digest`; if not, it is deleted."""
+    data_path, sum_path = cache_paths()
+    try:
+        if sha256_hex(data_path.read_bytes()) == digest:
+            return True
+    except OSError:
+        pass
+    for path in (data_path, sum_path):
+        path.unlink(missing_ok=True)
+    return False
 
 
 def load_fixtures():

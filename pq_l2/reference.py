@@ -9,11 +9,11 @@ relative error bound (Higham, Accuracy and Stability of Numerical Algorithms, se
 a term costs three roundings (the difference, counted twice once squared, and the square),
 the sub_dim terms of a table entry and the m entries of a distance add with at most
 sub_dim - 1 and m - 1 more, each at most u = 2^-24. So |kernel - exact| <= gamma(n) * exact
-with n = sub_dim + m + 1 and gamma(n) = n*u / (1 - n*u). Summation order, FMA (fewer roundings) and float64 accumulation
-all stay inside it; a dropped or doubled sub-vector, a wrong centroid, sqrt, float16 or
-u8-quantised tables and the q^2 + c^2 - 2qc rewrite (terms no longer non-negative: it
-cancels catastrophically on large_dynamic_range) fall outside it. MAX_ABS_ERR is the floor
-near zero, where subnormals and flush-to-zero live.
+with n = sub_dim + m + 1 and gamma(n) = n*u / (1 - n*u). Summation order, FMA (fewer
+roundings) and float64 accumulation all stay inside it; a dropped or doubled sub-vector, a
+wrong centroid, sqrt, float16 or u8-quantised tables and the q^2 + c^2 - 2qc rewrite (terms
+no longer non-negative: it cancels catastrophically on large_dynamic_range) fall outside it.
+MAX_ABS_ERR is the floor near zero, where subnormals and flush-to-zero live.
 """
 import numpy as np
 

@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +26,9 @@ TARGET = HERE.name
 KERNEL_PATH = HERE / "kernels.py"
 KERNEL_CLASS = "PqKernel"
 KERNEL_METHOD = "probe_top_k"
-ROUNDS = 24  # timed rounds; each round times every combo once per kernel
+ROUNDS = 16  # timed rounds; each round times every combo once per kernel
 WARMUP_ROUNDS = 1  # untimed: compiles and warms caches
-QUERIES_PER_BATCH = 8  # fresh queries per timed batch
+QUERIES_PER_BATCH = 16  # fresh queries per timed batch (amortises the ~80 us call overhead)
 IDLE_CPU_LIMIT_NS = 2_000_000  # CPU a waiting contestant may burn during the other's batch
 
 
@@ -47,7 +47,7 @@ def check_battery(candidate, battery):
         candidate.request(f"__init__ of {where}", "init", "battery", (shape, codebook, codes))
         calls = [(q, k) for q in case["queries"]]
         outs, _, _ = candidate.request(where, "call", "battery", KERNEL_METHOD, calls)
-        for j, (query, out) in enumerate(zip(case["queries"], outs)):
+        for j, (query, out) in enumerate(zip(case["queries"], outs, strict=True)):
             problem = check_output(out, reference.exact_distances(codebook, codes, query), k,
                                    shape)
             if problem:
@@ -115,6 +115,16 @@ def check_output_shape(out):
     if not np.all(np.isfinite(out[1])) or np.any(np.diff(out[1]) < 0):
         return "dists not finite and ascending"
     return None
+
+
+def check_untouched(harness, fixture_sha):
+    """Harness files and the fixture cache must hash as they did before the kernels ran."""
+    if common.harness_sha() != harness:
+        raise common.TrialFault("fail", "harness files changed during the run (harness_sha "
+                                        f"{harness} -> {common.harness_sha()})")
+    if not inputs.cache_intact(fixture_sha):
+        raise common.TrialFault("fail", "the fixture cache changed during the run: it was "
+                                        "deleted and will be regenerated")
 
 
 def committed_kernel():
@@ -200,18 +210,20 @@ def trial(args, started):
     champion_source, champion_sha, champion_speedup, is_baseline, candidate_source = \
         pick_champion(args, rows, harness, candidate_source)
     kernel_sha = common.save_snapshot(args.results, TARGET, candidate_source)
-    battery, workloads, _ = inputs.load_fixtures()
+    battery, workloads, fixture_sha = inputs.load_fixtures()
     budget_end = time.monotonic() + common.TIME_BUDGET_SECS
     block = {"target": TARGET, "status": "", "correctness": "not run", "verdict": "discard"}
     contestants = []
     try:
         common.progress("loading and compiling the kernels")
+        cpus = sorted(os.sched_getaffinity(0))
+        bench_cpu = cpus[-1]  # both contestants are timed on this core
         candidate = common.Contestant("candidate", candidate_source, KERNEL_CLASS, HERE,
-                                      budget_end)
+                                      budget_end, bench_cpu)
         contestants.append(candidate)
         if not args.check:
             champion = common.Contestant("champion", champion_source, KERNEL_CLASS, HERE,
-                                         budget_end)
+                                         budget_end, cpus[0])  # compiles beside the battery
             contestants.append(champion)
             champion.receive("import of the champion kernels.py")
             warm = workloads[0]
@@ -221,22 +233,24 @@ def trial(args, started):
                           [(inputs.draw_queries(warm, 1, 0)[0], inputs.SPEED_K)])
         candidate.receive("import of kernels.py")
         check_battery(candidate, battery)
+        candidate.request("the input check after correctness", "verify")
         block["correctness"] = "pass"
         if args.check:
+            check_untouched(harness, fixture_sha)
             block.update(status="checked", verdict="none")
             return block, common.EXIT_OK, None
         champion.receive("the champion's first call")
-        bench_cpu = max(os.sched_getaffinity(0))
-        for contestant in contestants:
-            contestant.pin(bench_cpu)
-        others = os.sched_getaffinity(0) - {bench_cpu}
-        if others:
-            os.sched_setaffinity(0, others)  # the judge stays off the benchmark core
+        champion.pin(bench_cpu)
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, set(cpus[:-1]))  # the judge stays off the benchmark core
         common.progress(f"timing {len(workloads)} combos x {args.rounds} rounds, "
                         f"interleaved with the champion {champion_sha}")
         stats = time_side_by_side(candidate, champion, workloads, args.rounds,
                                   np.random.default_rng())
+        for contestant in contestants:
+            contestant.request("the input check after timing", "verify")
         peak_mb = candidate.peak_rss_mb()
+        check_untouched(harness, fixture_sha)
     except common.TrialFault as fault:
         if block["correctness"] == "not run" and fault.status == "fail":
             block["correctness"] = "fail"
@@ -269,7 +283,7 @@ def finish(args, block, rows, harness, kernel_sha, champion_sha, desc, started, 
     block.update(kernel_sha=kernel_sha, champion_sha=champion_sha, harness_sha=harness)
     commit = common.git("rev-parse", "--short", "HEAD")
     row = {
-        "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "target": TARGET, "commit": commit.decode().strip() if commit else "none",
         "harness_sha": harness, "kernel_sha": kernel_sha, "champion_sha": champion_sha,
         "status": block["status"], "geomean_ratio": block.get("geomean_ratio", ""),
