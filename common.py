@@ -29,9 +29,11 @@ REPO = Path(__file__).resolve().parent
 RESULTS_PATH = REPO / "results.tsv"  # default log; snapshots live beside it in .snapshots/
 CACHE_DIR = REPO / ".cache"  # fixture cache, verified by hash on every load
 
-TIME_BUDGET_SECS = 180  # whole trial; honest kernels finish in ~15 s
-LOAD_DEADLINE_SECS = 60  # import of kernels.py
-CALL_DEADLINE_SECS = 30  # one request: a correctness case (incl. numba compile) or a timed batch
+DEADLINE_SCALE = float(os.environ.get("HARNESS_DEADLINE_SCALE", "1"))  # tests shorten waits
+TIME_BUDGET_SECS = 180 * DEADLINE_SCALE  # whole trial; honest kernels finish in ~10 s
+LOAD_DEADLINE_SECS = 30 * DEADLINE_SCALE  # import of kernels.py
+CALL_DEADLINE_SECS = 30 * DEADLINE_SCALE  # one request: a battery case (with the numba
+#                                           compile of a first call) or a timed batch
 CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-space cap
 MAX_MESSAGE_BYTES = 256 << 20  # a reply larger than this is a contract violation
 
@@ -213,9 +215,13 @@ def peak_rss_mb(pid="self"):
 
 
 # ---------------------------------------------------------------- the pipe protocol
-def _write_all(fd, data):
+def _write_all(fd, data, deadline=math.inf):
     view = memoryview(data)
     while view:
+        if deadline != math.inf:  # the judge never blocks on a contestant that stopped reading
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                raise TimeoutError
         view = view[os.write(fd, view):]
 
 
@@ -234,8 +240,8 @@ def _read_exact(fd, size, deadline):
     return b"".join(chunks)
 
 
-def _send_frame(fd, payload):
-    _write_all(fd, struct.pack("<Q", len(payload)) + payload)
+def _send_frame(fd, payload, deadline=math.inf):
+    _write_all(fd, struct.pack("<Q", len(payload)) + payload, deadline)
 
 
 def _recv_frame(fd, deadline):
@@ -403,25 +409,25 @@ class Contestant:
                 preexec_fn=_confine_child(self.workdir, cpu))
         os.close(to_child_r)
         os.close(from_child_w)
-        self.pending = None
-        self.send("load", source, f"{self.workdir}/kernels.py", class_name)
-        self.pending_deadline = LOAD_DEADLINE_SECS
+        os.set_blocking(self.to_child, False)
+        self.send("load", source, f"{self.workdir}/kernels.py", class_name,
+                  limit_secs=LOAD_DEADLINE_SECS)
 
-    def send(self, op, *args):
+    def send(self, op, *args, limit_secs=CALL_DEADLINE_SECS):
         """Start a request; `receive` finishes it. Only one request is in flight."""
-        self.pending = op
-        self.pending_deadline = CALL_DEADLINE_SECS
         payload = pickle.dumps((op, *args), protocol=pickle.HIGHEST_PROTOCOL)
+        self.limit_secs = limit_secs
+        self.deadline = min(time.monotonic() + limit_secs, self.budget_end)
         self.cpu_start = process_cpu_ns(self.proc.pid)
         self.wall_start = time.perf_counter_ns()
         try:
-            _send_frame(self.to_child, payload)
-        except (BrokenPipeError, OSError):
-            pass  # the child is gone: receive() reports how it ended
+            _send_frame(self.to_child, payload, self.deadline)
+        except OSError:  # gone, or stopped reading (TimeoutError): receive() reports which
+            pass
 
     def receive(self, phase):
         """Finish the request: (outputs, cpu_ns, wall_ns). Faults raise TrialFault."""
-        deadline = min(time.monotonic() + self.pending_deadline, self.budget_end)
+        deadline = self.deadline
         try:
             payload = _recv_frame(self.from_child, deadline)
             wall = time.perf_counter_ns() - self.wall_start
@@ -430,7 +436,8 @@ class Contestant:
             outs, error = decode_arrays(payload)
         except TimeoutError:
             self.kill()
-            limit = "the time budget" if deadline >= self.budget_end else "its deadline"
+            limit = ("the trial's time budget" if deadline >= self.budget_end
+                     else f"the {self.limit_secs:.0f} s deadline")
             raise TrialFault("timeout", f"{self.label} kernel hung in {phase}: "
                                         f"no answer within {limit}") from None
         except EOFError:
@@ -441,11 +448,12 @@ class Contestant:
             raise TrialFault("crash", f"{self.label} kernel sent a malformed reply in {phase}: "
                                       f"{e}") from None
         if error is not None:
+            if "MemoryError" in error:
+                error += f" (the memory cap is {CHILD_MEM_CAP_MB} MiB of address space)"
             raise TrialFault("crash", f"{self.label} kernel raised in {phase}: {error}")
         if cpu > wall * MULTICORE_SLACK + 2_000_000:
             raise TrialFault("fail", f"{self.label} kernel used more than one core in {phase}: "
                                      f"{cpu / 1e6:.1f} ms CPU in {wall / 1e6:.1f} ms wall")
-        self.pending = None
         return outs, cpu, wall
 
     def request(self, phase, op, *args):
@@ -459,9 +467,9 @@ class Contestant:
             self.kill()
             code = self.proc.returncode
         how = f"killed by {_signal_name(code)}" if code < 0 else f"exit status {code}"
-        if code == -signal.SIGKILL or "MemoryError" in self.log_tail():
-            how += f" (memory cap {CHILD_MEM_CAP_MB} MiB address space)"
         tail = self.log_tail()
+        if "MemoryError" in tail or "bad_alloc" in tail:
+            how += f" (the memory cap is {CHILD_MEM_CAP_MB} MiB of address space)"
         return f"{how}; output tail: {tail}" if tail else how
 
     def log_tail(self, lines=6):
