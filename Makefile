@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TARGETS := $(patsubst %/run_experiment.py,%,$(wildcard */run_experiment.py))
 export DESC
 
-.PHONY: run check revert test lint setup calibrate known-target
+.PHONY: run check revert test lint setup calibrate conformance known-target
 
 run: $(PY) known-target ## one trial: check, time side by side, log, verdict
 	@$(PY) $(TARGET)/run_experiment.py
@@ -21,7 +21,7 @@ revert: $(PY) known-target ## put the champion kernel back into $(TARGET)/kernel
 	@$(PY) $(TARGET)/run_experiment.py --revert
 
 test: $(PY) ## the test suite (< 2 min)
-	@$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q -rs tests
 
 lint: $(PY)
 	@$(PY) -m ruff check .
@@ -29,7 +29,16 @@ lint: $(PY)
 calibrate: $(PY) known-target ## speed, noise and power figures of the gate (minutes)
 	@$(PY) calibrate.py --target $(TARGET)
 
+conformance: $(VENV)/.conformance ## the pq_l2 oracle against real Lance (pylance; ~15 s)
+	@$(PY) pq_l2/conformance.py
+
 setup: $(PY)
+
+$(VENV)/.conformance: requirements-conformance.txt $(PY)
+	@echo "[harness] installing requirements-conformance.txt into $(VENV) (first use only)" >&2
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-conformance.txt \
+		|| { echo "error: pip could not install requirements-conformance.txt"; exit 5; }
+	@touch $@
 
 $(PY): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 5; }

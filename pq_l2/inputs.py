@@ -242,4 +242,7 @@ def load_fixtures():
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_bytes(content)
         os.replace(tmp, path)
+    for stale in data_path.parent.glob("fixtures-*"):  # caches of older fixture code
+        if stale.stem != data_path.stem and ".tmp" not in stale.suffix:
+            stale.unlink(missing_ok=True)
     return (*_unpack(data), digest)
