@@ -7,6 +7,7 @@ This process never imports kernels.py: kernels run in contestant processes that 
 inputs and return raw arrays (common.Contestant); the judge times them from outside.
 """
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -150,7 +151,11 @@ def pick_champion(args, rows, harness, candidate_source):
                         "comparable, re-baselining")
     baseline = candidate_source
     if Path(args.kernel).resolve() == KERNEL_PATH:
-        baseline = committed_kernel() or candidate_source
+        baseline = committed_kernel()
+        if baseline is None:
+            common.progress("no git commit to take the baseline from: using the working "
+                            "kernels.py")
+            baseline = candidate_source
         if baseline != candidate_source:
             common.progress("baseline = kernels.py as committed at HEAD; your edits are not "
                             "evaluated in this run: run again to try them")
@@ -206,9 +211,15 @@ def trial(args, started):
         common.progress("DESC had tabs or newlines: they are logged as spaces")
     rows = common.read_results(args.results)
     harness = common.harness_sha()
-    candidate_source = Path(args.kernel).read_bytes()
-    champion_source, champion_sha, champion_speedup, is_baseline, candidate_source = \
-        pick_champion(args, rows, harness, candidate_source)
+    try:
+        candidate_source = Path(args.kernel).read_bytes()
+    except OSError as e:
+        raise common.HarnessError(f"cannot read the kernel: {e}", common.EXIT_USAGE) from None
+    if args.check:  # the working file as it is; no champion, no row
+        champion_source, champion_sha, champion_speedup, is_baseline = None, "", 1.0, False
+    else:
+        champion_source, champion_sha, champion_speedup, is_baseline, candidate_source = \
+            pick_champion(args, rows, harness, candidate_source)
     kernel_sha = common.save_snapshot(args.results, TARGET, candidate_source)
     battery, workloads, fixture_sha = inputs.load_fixtures()
     budget_end = time.monotonic() + common.TIME_BUDGET_SECS
@@ -300,6 +311,9 @@ def finish(args, block, rows, harness, kernel_sha, champion_sha, desc, started, 
 def main():
     args = parse_args()
     started = time.monotonic()
+    if importlib.util.find_spec("numba") is None:
+        print("error: numba is not installed in this Python: run `make setup`", file=sys.stderr)
+        return common.EXIT_USAGE
     try:
         if args.revert:
             return revert(args)
