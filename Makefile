@@ -7,9 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TARGETS := $(patsubst %/run_experiment.py,%,$(wildcard */run_experiment.py))
+REPORT_TARGET = $(if $(filter command line environment,$(origin TARGET)),--target $(TARGET))
 export DESC
 
-.PHONY: run check revert test lint setup calibrate conformance known-target
+.PHONY: run check revert test lint setup calibrate conformance report plot peers known-target
 
 run: $(PY) known-target ## one trial: check, time side by side, log, verdict
 	@$(PY) $(TARGET)/run_experiment.py
@@ -32,7 +33,29 @@ calibrate: $(PY) known-target ## speed, noise and power figures of the gate (min
 conformance: $(VENV)/.conformance ## the pq_l2 oracle against real Lance (pylance; ~15 s)
 	@$(PY) pq_l2/conformance.py
 
+report: $(PY) ## best kernel, counts and the last 10 runs, per target (TARGET=<t>: one)
+	@$(PY) report.py report $(REPORT_TARGET)
+
+plot: $(VENV)/.extras ## results.png: speedup per run, one panel per target (matplotlib)
+	@$(PY) report.py plot $(REPORT_TARGET)
+
+peers: $(VENV)/.peers known-target ## kernels vs faiss, numpy and the roofline (faiss-cpu; ~15 s)
+	@test -f "$(TARGET)/peers.py" || { echo "error: $(TARGET) has no peers.py"; exit 5; }
+	@$(PY) $(TARGET)/peers.py
+
 setup: $(PY)
+
+$(VENV)/.extras: requirements-extras.txt $(PY)
+	@echo "[harness] installing requirements-extras.txt into $(VENV) (first use only)" >&2
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-extras.txt \
+		|| { echo "error: pip could not install requirements-extras.txt"; exit 5; }
+	@touch $@
+
+$(VENV)/.peers: requirements-peers.txt $(PY)
+	@echo "[harness] installing requirements-peers.txt into $(VENV) (first use only)" >&2
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-peers.txt \
+		|| { echo "error: pip could not install requirements-peers.txt"; exit 5; }
+	@touch $@
 
 $(VENV)/.conformance: requirements-conformance.txt $(PY)
 	@echo "[harness] installing requirements-conformance.txt into $(VENV) (first use only)" >&2

@@ -5,9 +5,11 @@ Seeds (SplitMix64), statistics, the contestant process (the only place kernels r
 results.tsv, snapshots and the harness hash. Run as `python common.py contestant FD_IN FD_OUT`
 it is the contestant side of the pipe protocol: that half never writes results or judges.
 """
+import argparse
 import fcntl
 import hashlib
 import hmac
+import importlib.util
 import io
 import json
 import math
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,8 @@ CI_Z = 1.6449  # two-sided 90 % normal quantile; small samples get the t correct
 MIN_GAIN = 0.01  # effect-size floor: keep needs geomean ratio <= 1 - MIN_GAIN
 WORST_REGRESSION = 0.05  # a combo significantly slower by this much blocks a keep
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
+IDLE_CPU_LIMIT_NS = 2_000_000  # CPU a waiting contestant may burn during the other's batch
+WARMUP_ROUNDS = 1  # untimed first round: compiles and warms caches
 PR_SET_PDEATHSIG = 1  # prctl option: signal the child when the judge dies
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INCORRECT, EXIT_TIMEOUT, EXIT_CRASH, EXIT_USAGE = 0, 1, 2, 3, 4, 5
@@ -514,8 +519,6 @@ def _arrays_digest(values):
 
 def contestant_main(fd_in, fd_out):
     """The kernel's process: load source, build instances, answer calls with raw arrays."""
-    import importlib.util
-
     module, instances, inputs_seen = None, {}, {}
     while True:
         try:
@@ -716,6 +719,191 @@ def print_block(fields):
         out.write(f"{key}: {value}\n")
     sys.stdout.write(out.getvalue())
     sys.stdout.flush()
+
+
+# ---------------------------------------------------------------- the trial: shared steps
+def parse_trial_args(description, kernel_path, rounds):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--desc", default=os.environ.get("DESC", ""))
+    parser.add_argument("--check", action="store_true", help="correctness only, no row")
+    parser.add_argument("--revert", action="store_true", help="put the champion in kernels.py")
+    parser.add_argument("--kernel", default=str(kernel_path), help="candidate kernel file")
+    parser.add_argument("--champion", help="champion kernel file (default: from results.tsv)")
+    parser.add_argument("--results", default=str(RESULTS_PATH), type=Path)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    return parser.parse_args()
+
+
+def read_kernel(path):
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise HarnessError(f"cannot read the kernel: {e}", EXIT_USAGE) from None
+
+
+def pick_champion(target, kernel_path, args, rows, harness, candidate_source):
+    """(champion source, its sha, its speedup_vs_baseline, is_baseline, candidate source).
+    Without a champion this run is the baseline: kernels.py as committed at HEAD."""
+    if args.champion:
+        source = read_kernel(args.champion)
+        return source, sha256_hex(source)[:12], 1.0, False, candidate_source
+    row = find_champion(rows, target, harness)
+    if row is not None:
+        source = load_snapshot(args.results, target, row["kernel_sha"])
+        if source is not None:
+            speedup = float(row["speedup_vs_baseline"])
+            return source, row["kernel_sha"], speedup, False, candidate_source
+        progress(f"champion snapshot {row['kernel_sha']} is missing or altered: re-baselining")
+    elif any(r["target"] == target and r["status"] in CHAMPION_STATUSES for r in rows):
+        progress(f"the harness changed (harness_sha now {harness}): earlier rows are not "
+                 "comparable, re-baselining")
+    baseline = candidate_source
+    if Path(args.kernel).resolve() == kernel_path:
+        baseline = git("show", f"HEAD:{kernel_path.relative_to(REPO)}")
+        if baseline is None:
+            progress("no git commit to take the baseline from: using the working kernels.py")
+            baseline = candidate_source
+        elif baseline != candidate_source:
+            progress("baseline = kernels.py as committed at HEAD; your edits are not evaluated "
+                     "in this run: run again to try them")
+    return baseline, sha256_hex(baseline)[:12], 1.0, True, baseline
+
+
+def time_side_by_side(candidate, champion, workloads, rounds, rng, method, init_args,
+                      draw_calls, check_timed):
+    """Interleaved rounds over every workload (combo), mirrored order, fresh inputs each batch.
+    draw_calls(workload, seed) -> call argument tuples; check_timed(workload, calls, outputs,
+    spot) -> a problem or None. Returns per-combo CPU times and log ratios."""
+    run_seed = int(rng.integers(0, 2**63))  # fresh inputs every run, unknown in advance
+    for contestant in (candidate, champion):
+        for w in workloads:
+            contestant.request(f"__init__ of {w['name']}", "init", w["name"], init_args(w))
+    stats = {w["name"]: {"log_ratios": [], "candidate_ns": [], "champion_ns": []}
+             for w in workloads}
+    first_order = {w["name"]: int(rng.integers(2)) for w in workloads}
+    for r in range(WARMUP_ROUNDS + rounds):
+        for index in rng.permutation(len(workloads)):
+            w = workloads[index]
+            name = w["name"]
+            calls = draw_calls(w, mix_seeds(run_seed, name, r))
+            pair = (candidate, champion) if (r + first_order[name]) % 2 else (champion, candidate)
+            cpu, outs = {}, {}
+            for runner, idle in (pair, pair[::-1]):
+                idle_before = process_cpu_ns(idle.proc.pid)
+                phase = f"timed batch {name} round {r}"
+                outs[runner.label], cpu[runner.label], wall = runner.request(
+                    phase, "call", name, method, calls)
+                idle_cpu = process_cpu_ns(idle.proc.pid) - idle_before
+                if idle_cpu > IDLE_CPU_LIMIT_NS + wall // 10:
+                    raise TrialFault("fail", f"{idle.label} kernel burned {idle_cpu / 1e6:.1f} "
+                                             f"ms CPU while idle in {phase}: work escaping "
+                                             "the timer")
+            spot = int(rng.integers(len(calls)))  # which timed output meets the oracle
+            for label, answers in outs.items():
+                problem = check_timed(w, calls, answers, spot)
+                if problem:
+                    raise TrialFault("fail", f"{label} kernel wrong while timed: {name} round "
+                                             f"{r}: {problem}")
+            if r >= WARMUP_ROUNDS:
+                s = stats[name]
+                s["log_ratios"].append(math.log(cpu["candidate"] / cpu["champion"]))
+                s["candidate_ns"].append(cpu["candidate"])
+                s["champion_ns"].append(cpu["champion"])
+        if r % 6 == 0:
+            progress(f"timing round {r + 1}/{WARMUP_ROUNDS + rounds}")
+    return stats
+
+
+def gate(block, stats, is_baseline, champion_speedup, units_per_batch, unit):
+    """Per-combo ratios and CIs, the geomean, the verdict: filled into the result block.
+    `unit` names the per-call time, e.g. ("us_per_query", 1e3) for microseconds."""
+    unit_name, ns_per_unit = unit
+    combos, summaries, per_unit = {}, [], []
+    for name, s in stats.items():
+        summary = log_ratio_summary(s["log_ratios"])
+        summaries.append(summary)
+        combos[name] = ratio, lo, hi = ratio_with_ci(*summary)
+        cand, champ = (float(np.median(s[k])) / units_per_batch / ns_per_unit
+                       for k in ("candidate_ns", "champion_ns"))
+        per_unit.append(cand)
+        block[f"combo_{name}"] = (f"ratio {ratio:.4f} ci90 [{lo:.4f}, {hi:.4f}] "
+                                  f"candidate_{unit_name} {cand:.1f} champion_{unit_name} "
+                                  f"{champ:.1f}")
+    geo, geo_lo, geo_hi = combined_geomean(summaries)
+    verdict, reason = decide(is_baseline, geo, geo_lo, geo_hi, combos)
+    worst = max(combos, key=lambda name: combos[name][0])
+    metrics = {
+        "status": verdict, "verdict": verdict, "verdict_reason": reason,
+        "geomean_ratio": f"{geo:.4f}", "ratio_ci90": f"[{geo_lo:.4f}, {geo_hi:.4f}]",
+        "worst_combo": worst, "worst_ratio": f"{combos[worst][0]:.4f}",
+        "speedup_vs_baseline": f"{1.0 if is_baseline else champion_speedup / geo:.4f}",
+        f"geomean_{unit_name}": f"{geomean(per_unit):.1f}",
+    }
+    combo_lines = {k: block.pop(k) for k in list(block) if k.startswith("combo_")}
+    block.update(metrics)
+    block.update(combo_lines)
+
+
+def check_untouched(harness, cache_intact):
+    """Harness files and the fixture cache must hash as they did before the kernels ran."""
+    if harness_sha() != harness:
+        raise TrialFault("fail", f"harness files changed during the run (harness_sha {harness} "
+                                 f"-> {harness_sha()})")
+    if not cache_intact:
+        raise TrialFault("fail", "the fixture cache changed during the run: it was deleted and "
+                                 "will be regenerated")
+
+
+def record(args, block, started, row):
+    """Append the trial's one row; `row` holds the target-specific fields."""
+    block["total_seconds"] = f"{time.monotonic() - started:.1f}"
+    block.update(kernel_sha=row["kernel_sha"], champion_sha=row["champion_sha"],
+                 harness_sha=row["harness_sha"])
+    commit = git("rev-parse", "--short", "HEAD")
+    row.update(
+        timestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), status=block["status"],
+        commit=commit.decode().strip() if commit else "none",
+        total_seconds=block["total_seconds"],
+        **{k: block.get(k, "") for k in ("geomean_ratio", "worst_ratio", "speedup_vs_baseline",
+                                         "peak_mem_mb")})
+    row["description"] = clean_field(args.desc) or "(no description)"
+    append_result(args.results, row)
+
+
+def revert(target, kernel_path, results):
+    """`make revert`: the last champion's snapshot back into kernels.py."""
+    for row in reversed(read_results(results)):
+        if row["target"] == target and row["status"] in CHAMPION_STATUSES:
+            source = load_snapshot(results, target, row["kernel_sha"])
+            if source is None:
+                raise HarnessError(f"snapshot {row['kernel_sha']} is missing or altered")
+            tmp = kernel_path.with_suffix(".tmp")
+            tmp.write_bytes(source)
+            os.replace(tmp, kernel_path)
+            print(f"{kernel_path.name} <- champion {row['kernel_sha']} ({row['status']}: "
+                  f"{row['description']})")
+            return EXIT_OK
+    raise HarnessError(f"no champion for {target} in {results} yet", EXIT_USAGE)
+
+
+def main_of(trial, target, kernel_path, args):
+    """Run a target's trial (or revert): one block on stdout, one exit code."""
+    started = time.monotonic()
+    if importlib.util.find_spec("numba") is None:
+        print("error: numba is not installed in this Python: run `make setup`", file=sys.stderr)
+        return EXIT_USAGE
+    if clean_field(args.desc) != args.desc.strip():
+        progress("DESC had tabs or newlines: they are logged as spaces")
+    try:
+        if args.revert:
+            return revert(target, kernel_path, args.results)
+        block, code = trial(args, started)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    block.setdefault("total_seconds", f"{time.monotonic() - started:.1f}")
+    print_block(block)
+    return code
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["contestant"]:
