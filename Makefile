@@ -10,7 +10,7 @@ TARGETS := $(patsubst %/run_experiment.py,%,$(wildcard */run_experiment.py))
 REPORT_TARGET = $(if $(filter command line environment,$(origin TARGET)),--target $(TARGET))
 export DESC
 
-.PHONY: run check revert test lint setup calibrate conformance report plot peers known-target
+.PHONY: run check revert test lint setup calibrate conformance report plot peers new-target known-target
 
 run: $(PY) known-target ## one trial: check, time side by side, log, verdict
 	@$(PY) $(TARGET)/run_experiment.py
@@ -42,6 +42,9 @@ plot: $(VENV)/.extras ## results.png: speedup per run, one panel per target (mat
 peers: $(VENV)/.peers known-target ## kernels vs faiss, numpy and the roofline (faiss-cpu; ~15 s)
 	@test -f "$(TARGET)/peers.py" || { echo "error: $(TARGET) has no peers.py"; exit 5; }
 	@$(PY) $(TARGET)/peers.py
+
+new-target: $(PY) ## scaffold NAME/ from templates/target/ (see docs/adding-a-target.md)
+	@$(PY) new_target.py "$(NAME)"
 
 setup: $(PY)
 

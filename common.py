@@ -838,6 +838,7 @@ def gate(block, stats, is_baseline, champion_speedup, units_per_batch, unit):
         "worst_combo": worst, "worst_ratio": f"{combos[worst][0]:.4f}",
         "speedup_vs_baseline": f"{1.0 if is_baseline else champion_speedup / geo:.4f}",
         f"geomean_{unit_name}": f"{geomean(per_unit):.1f}",
+        "peak_mem_mb": block.pop("peak_mem_mb", ""),
     }
     combo_lines = {k: block.pop(k) for k in list(block) if k.startswith("combo_")}
     block.update(metrics)
