@@ -41,6 +41,8 @@ CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-
 MAX_MESSAGE_BYTES = 256 << 20  # a reply larger than this is a contract violation
 
 CI_Z = 1.6449  # two-sided 90 % normal quantile; small samples get the t correction below
+T90_TABLE = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796,
+             1.782, 1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725)  # t(0.95, dof 1..20)
 MIN_GAIN = 0.01  # effect-size floor: keep needs geomean ratio <= 1 - MIN_GAIN
 WORST_REGRESSION = 0.05  # a combo significantly slower by this much blocks a keep
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
@@ -151,7 +153,10 @@ def geomean(values):
 
 
 def t_quantile_90(dof):
-    """Two-sided 90 % Student t quantile (Cornish-Fisher expansion; < 0.5 % off for dof >= 3)."""
+    """Two-sided 90 % Student t quantile: tabulated to 20 degrees of freedom, then the
+    Cornish-Fisher expansion (within 0.1 % from there on)."""
+    if dof <= len(T90_TABLE):
+        return T90_TABLE[dof - 1]
     z = CI_Z
     return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
 
@@ -179,6 +184,8 @@ def decide(is_baseline, geo, geo_lo, geo_hi, combos):
     """The gate (HARNESS.md). combos: name -> (ratio, lo, hi). Returns (verdict, reason)."""
     if is_baseline:
         return "baseline", "first run on this harness: the champion is recorded"
+    if not all(math.isfinite(x) for x in (geo, geo_lo, geo_hi, *sum(combos.values(), ()))):
+        return "discard", "statistics are not finite (too few rounds?)"
     regressed = [n for n, (r, lo, _) in combos.items() if r >= 1 + WORST_REGRESSION and lo > 1]
     if regressed:
         return "discard", f"worst-case guard: {', '.join(regressed)} slower by >= 5 %"
@@ -647,7 +654,8 @@ def row_mac(key, fields):
 
 
 def clean_field(value):
-    return " ".join(str(value).split())  # tabs and newlines become single spaces
+    """Tabs and newlines become single spaces; bytes that were not UTF-8 become '?'."""
+    return " ".join(str(value).encode("utf-8", "replace").decode("utf-8").split())
 
 
 def read_results(path):
@@ -656,15 +664,14 @@ def read_results(path):
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, "r+", encoding="utf-8", errors="replace") as f:
+    with open(path, "r+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        text = f.read()
-        if text and not text.endswith("\n"):
-            keep = text.rfind("\n") + 1
-            f.truncate(len(text[:keep].encode()))
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            data = data[:data.rfind(b"\n") + 1]  # byte offsets: safe whatever the line endings
+            f.truncate(len(data))
             progress(f"{path.name}: dropped a torn last line left by a killed run")
-            text = text[:keep]
-    lines = text.splitlines()
+    lines = data.decode("utf-8", errors="replace").splitlines()
     if not lines:
         return []
     if tuple(lines[0].split("\t")) != RESULTS_COLUMNS:
@@ -722,15 +729,30 @@ def print_block(fields):
 
 
 # ---------------------------------------------------------------- the trial: shared steps
+class UsageParser(argparse.ArgumentParser):
+    """argparse exits 2 on bad arguments; here 2 means a correctness failure."""
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def at_least_two(text):
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("needs at least 2 rounds for a confidence interval")
+    return value
+
+
 def parse_trial_args(description, kernel_path, rounds):
-    parser = argparse.ArgumentParser(description=description)
+    parser = UsageParser(description=description)
     parser.add_argument("--desc", default=os.environ.get("DESC", ""))
     parser.add_argument("--check", action="store_true", help="correctness only, no row")
     parser.add_argument("--revert", action="store_true", help="put the champion in kernels.py")
     parser.add_argument("--kernel", default=str(kernel_path), help="candidate kernel file")
     parser.add_argument("--champion", help="champion kernel file (default: from results.tsv)")
     parser.add_argument("--results", default=str(RESULTS_PATH), type=Path)
-    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--rounds", type=at_least_two, default=rounds)
     return parser.parse_args()
 
 

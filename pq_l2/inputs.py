@@ -32,6 +32,7 @@ LLOYD_ITERATIONS = 4  # enough for realistic, unevenly used codes
 NUM_CLUSTERS = 32  # mixture components of the clustered distribution
 SPARSE_DENSITY = 0.1  # ~90 % zeros
 MOSTLY_ZERO_DENSITY = 0.02
+NEAR_QUERY_OFFSET = 1e-3  # relative distance of the near-duplicate large_dynamic_range query
 ENCODE_CHUNK = 4_096  # vectors per chunk when assigning codes (bounds memory)
 
 
@@ -135,6 +136,9 @@ def make_battery():
             queries = draw_vectors(dist, dim, BATTERY_QUERIES, mix_seeds(seed, "queries"))
             if dist == "mostly_zero":
                 queries[0] = 0.0  # the all-zero query: distances are sums of centroid norms
+            if dist == "large_dynamic_range":  # a query next to an encoded vector: q^2 + c^2
+                decoded = w["codebook"][np.arange(m), w["codes"][0]].reshape(dim)  # - 2qc cancels
+                queries[0] = decoded * (1 + NEAR_QUERY_OFFSET * np.cos(np.arange(dim)))
             tag = f"{dim}x{m}/{dist}"
             codes = w["codes"]
             cases.append(_battery_case(f"{tag}/k10", w, codes, queries, SPEED_K))

@@ -1,0 +1,427 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""Unit tests of common.py: seeds, statistics, the gate, RSS, results.tsv, the reply codec."""
+import itertools
+import json
+import math
+import os
+import re
+import stat
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+import common
+
+# Vigna's splitmix64.c, seed 1234567 (also the Rosetta Code "Splitmix64" task values).
+SPLITMIX_SEED = 1234567
+SPLITMIX_FIRST = (6457827717110365317, 3203168211198807973, 9817491932198370423,
+                  4593380528125082431, 16408922859458223821)
+SPLITMIX_ZERO_FIRST = 0xE220A8397B1DCDAF  # first output of splitmix64 seeded with 0
+STREAM_SEEDS = (0, 1, SPLITMIX_SEED, common.MASK64, 2**63 + 12345)  # incl. wrap-around
+STREAM_COUNT = 1000
+SMALL_SEEDS = range(51)
+TOUCH_MB = 200  # resident allocation the RSS probe must see
+RESERVE_MB = 2048  # untouched allocation it must not see
+MIN_SEEN_MB = 150
+MAX_UNSEEN_MB = 50
+T_TABLE_90 = {3: 2.3534, 4: 2.1318, 5: 2.0150, 10: 1.8125, 30: 1.6973}  # Student t, 0.95
+HWM_SLACK_MB = 8  # the kernel's RSS counters are per-CPU batched: reads jitter slightly
+LOG_PATTERN = (-0.02, 0.01, 0.03, -0.015, 0.005)  # deterministic "noisy" log ratios
+
+ROW = {c: f"{c}-value" for c in common.RESULTS_COLUMNS if c != "row_mac"}
+MAC = re.compile(r"[0-9a-f]{16}")
+
+
+# ---------------------------------------------------------------- seeds
+def test_splitmix64_known_answers():
+    rng = common.SplitMix64(SPLITMIX_SEED)
+    assert tuple(rng.next_u64() for _ in SPLITMIX_FIRST) == SPLITMIX_FIRST
+    assert common.SplitMix64(0).next_u64() == SPLITMIX_ZERO_FIRST
+
+
+def test_splitmix64_stream_matches_scalar_generator():
+    for seed in STREAM_SEEDS:
+        rng = common.SplitMix64(seed)
+        scalar = [rng.next_u64() for _ in range(STREAM_COUNT)]
+        stream = common.splitmix64_stream(seed, STREAM_COUNT)
+        assert stream.dtype == np.uint64
+        assert [int(v) for v in stream] == scalar
+
+
+def test_splitmix64_stream_known_answers():
+    assert tuple(int(v) for v in common.splitmix64_stream(SPLITMIX_SEED, 5)) == SPLITMIX_FIRST
+
+
+def test_mix_seeds_single_int_is_first_splitmix_output():
+    # One part: h = mix(0 + gamma + part), i.e. SplitMix64(part) stepped once.
+    for seed in STREAM_SEEDS:
+        assert common.mix_seeds(seed) == common.SplitMix64(seed).next_u64()
+
+
+def test_mix_seeds_pairs_are_distinct():
+    values = {common.mix_seeds(a, b) for a, b in itertools.product(SMALL_SEEDS, repeat=2)}
+    assert len(values) == len(SMALL_SEEDS) ** 2
+
+
+def test_mix_seeds_is_order_sensitive():
+    for a, b in itertools.combinations(SMALL_SEEDS, 2):
+        assert common.mix_seeds(a, b) != common.mix_seeds(b, a)
+    assert common.mix_seeds("base", 7) != common.mix_seeds(7, "base")
+
+
+def test_mix_seeds_is_not_plain_xor():
+    # Any XOR of per-part values would be commutative and collapse (x, x) to one value.
+    doubled = {common.mix_seeds(x, x) for x in SMALL_SEEDS}
+    assert len(doubled) == len(SMALL_SEEDS) and 0 not in doubled
+    for a, b in itertools.product(range(8), repeat=2):
+        assert common.mix_seeds(a, b) != a ^ b
+        assert common.mix_seeds(a, b) != common.mix_seeds(a) ^ common.mix_seeds(b)
+
+
+def test_mix_seeds_parts_types():
+    assert common.mix_seeds(np.int64(5), "x") == common.mix_seeds(5, "x")
+    assert common.mix_seeds("a") != common.mix_seeds("b")
+    assert common.mix_seeds("5") != common.mix_seeds(5)  # strings are hashed, not parsed
+    assert common.mix_seeds(-1) == common.mix_seeds(common.MASK64)  # ints wrap to 64 bits
+    assert 0 <= common.mix_seeds(3, "noise", 2**70) <= common.MASK64
+
+
+def test_uniform01_and_normal_are_deterministic():
+    u = common.uniform01(SPLITMIX_SEED, (100, 3))
+    assert u.shape == (100, 3) and u.min() >= 0.0 and u.max() < 1.0
+    np.testing.assert_array_equal(u, common.uniform01(SPLITMIX_SEED, (100, 3)))
+    z = common.standard_normal(SPLITMIX_SEED, (7, 5))  # odd count: one sine value unused
+    assert z.shape == (7, 5) and np.all(np.isfinite(z))
+    np.testing.assert_array_equal(z, common.standard_normal(SPLITMIX_SEED, (7, 5)))
+
+
+# ---------------------------------------------------------------- statistics
+def test_geomean_known_values():
+    assert common.geomean([1.0, 4.0, 16.0]) == pytest.approx(4.0)
+    assert common.geomean([2.0, 8.0]) == pytest.approx(4.0)
+    assert common.geomean([0.5, 2.0]) == pytest.approx(1.0)
+    assert common.geomean([3.0]) == pytest.approx(3.0)
+
+
+def test_log_ratio_summary_values():
+    mean, stderr, dof = common.log_ratio_summary(LOG_PATTERN)
+    assert mean == pytest.approx(np.mean(LOG_PATTERN))
+    assert stderr == pytest.approx(np.std(LOG_PATTERN, ddof=1) / math.sqrt(len(LOG_PATTERN)))
+    assert dof == len(LOG_PATTERN) - 1
+
+
+def test_ratio_ci_contains_the_mean():
+    mean, stderr, dof = common.log_ratio_summary(LOG_PATTERN)
+    ratio, lo, hi = common.ratio_with_ci(mean, stderr, dof)
+    assert ratio == pytest.approx(math.exp(mean))
+    assert lo < ratio < hi
+    # log-symmetric around the mean
+    assert math.log(hi) - math.log(ratio) == pytest.approx(math.log(ratio) - math.log(lo))
+
+
+def test_ratio_ci_zero_stderr_is_a_point():
+    assert common.ratio_with_ci(math.log(0.9), 0.0, 5) == pytest.approx((0.9, 0.9, 0.9))
+
+
+def test_ratio_ci_shrinks_with_more_samples():
+    def width(repeats):
+        _, lo, hi = common.ratio_with_ci(*common.log_ratio_summary(LOG_PATTERN * repeats))
+        return hi - lo
+
+    widths = [width(r) for r in (1, 2, 4, 16)]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == len(widths)
+
+
+def test_t_quantile_matches_table_values():
+    for dof in (5, 10, 30):
+        assert common.t_quantile_90(dof) == pytest.approx(T_TABLE_90[dof], rel=0.005)
+    assert common.t_quantile_90(10_000) == pytest.approx(common.CI_Z, rel=1e-3)
+
+
+def test_t_quantile_within_documented_accuracy_from_dof_3():
+    for dof in (3, 4):
+        assert common.t_quantile_90(dof) == pytest.approx(T_TABLE_90[dof], rel=0.005)
+
+
+def test_combined_geomean_properties():
+    one = common.log_ratio_summary(LOG_PATTERN)
+    single = common.ratio_with_ci(*one)
+    combined = common.combined_geomean([one] * 4)
+    assert combined[0] == pytest.approx(single[0])
+    assert combined[1] < combined[0] < combined[2]
+    assert combined[2] - combined[1] < single[2] - single[1]  # independent combos average out
+    # the centre is the geomean of the per-combo ratios
+    shifted = (one[0] + 0.1, one[1], one[2])
+    ratio, lo, hi = common.combined_geomean([one, shifted])
+    assert ratio == pytest.approx(math.exp(one[0] + 0.05))
+    assert lo < ratio < hi
+
+
+# ---------------------------------------------------------------- the gate
+def decide(geo, lo, hi, combos=None):
+    return common.decide(False, geo, lo, hi, combos or {"a": (geo, lo, hi)})
+
+
+def test_decide_baseline():
+    verdict, _ = common.decide(True, 2.0, 1.9, 2.1, {"a": (2.0, 1.9, 2.1)})
+    assert verdict == "baseline"
+
+
+def test_decide_keep():
+    assert decide(0.95, 0.93, 0.97)[0] == "keep"
+    assert decide(1 - common.MIN_GAIN, 0.97, 0.995)[0] == "keep"  # the floor itself is a gain
+
+
+def test_decide_discard_when_ci_reaches_one():
+    verdict, reason = decide(0.95, 0.90, 1.0)
+    assert verdict == "discard" and "upper" in reason
+    assert decide(0.95, 0.90, 1.02)[0] == "discard"
+
+
+def test_decide_discard_under_gain_floor():
+    verdict, reason = decide(0.995, 0.990, 0.999)
+    assert verdict == "discard" and "floor" in reason
+
+
+def test_decide_worst_case_guard():
+    slow = 1 + common.WORST_REGRESSION
+    combos = {"fast": (0.7, 0.65, 0.75), "slow": (slow, 1.01, 1.1)}
+    verdict, reason = decide(0.8, 0.75, 0.85, combos)
+    assert verdict == "discard" and "worst-case" in reason and "slow" in reason
+    # not significant (CI lower <= 1), or not slow enough: no guard
+    combos["slow"] = (1.2, 1.0, 1.4)
+    assert decide(0.8, 0.75, 0.85, combos)[0] == "keep"
+    combos["slow"] = (slow - 0.001, 1.01, 1.1)
+    assert decide(0.8, 0.75, 0.85, combos)[0] == "keep"
+
+
+@pytest.mark.parametrize("geo, lo, hi", [(math.nan,) * 3, (0.95, math.nan, math.nan)])
+def test_decide_never_keeps_without_a_finite_ci(geo, lo, hi):
+    assert decide(geo, lo, hi)[0] == "discard"
+
+
+# ---------------------------------------------------------------- peak RSS
+RSS_PROBE = f"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {str(REPO)!r})
+import common
+start = common.peak_rss_mb()
+reserved = np.empty({RESERVE_MB} << 17)  # float64: never touched, so never resident
+after_reserve = common.peak_rss_mb()
+touched = np.ones({TOUCH_MB} << 17)
+after_touch = common.peak_rss_mb()
+del reserved, touched
+print(json.dumps([start, after_reserve, after_touch, common.peak_rss_mb()]))
+"""
+
+
+def test_peak_rss_is_resident_high_water_mark():
+    done = subprocess.run([sys.executable, "-c", RSS_PROBE], capture_output=True, text=True,
+                          check=True, timeout=60)
+    start, after_reserve, after_touch, after_free = json.loads(done.stdout)
+    assert after_reserve - start < MAX_UNSEEN_MB
+    assert after_touch - after_reserve >= MIN_SEEN_MB
+    assert after_free >= after_touch - HWM_SLACK_MB  # freeing does not lower the mark
+
+
+# ---------------------------------------------------------------- results.tsv
+def test_append_result_writes_header_once(tmp_path):
+    path = tmp_path / "results.tsv"
+    common.append_result(path, ROW)
+    common.append_result(path, {**ROW, "status": "keep"})
+    lines = path.read_text().splitlines()
+    assert lines[0].split("\t") == list(common.RESULTS_COLUMNS)
+    assert len(lines) == 3
+    assert all(len(line.split("\t")) == len(common.RESULTS_COLUMNS) for line in lines)
+
+
+def without_mac(rows):
+    return [{c: v for c, v in row.items() if c != "row_mac"} for row in rows]
+
+
+def test_read_results_round_trips(tmp_path):
+    path = tmp_path / "results.tsv"
+    rows = [ROW, {**ROW, "status": "keep", "description": "second"}]
+    for row in rows:
+        common.append_result(path, row)
+    read = common.read_results(path)
+    assert without_mac(read) == rows
+    assert all(MAC.fullmatch(row["row_mac"]) for row in read)
+    assert read[0]["row_mac"] != read[1]["row_mac"]
+
+
+def test_row_key_is_private(tmp_path):
+    common.append_result(tmp_path / "results.tsv", ROW)
+    key = tmp_path / ".results.key"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and len(key.read_bytes()) == 32
+
+
+def test_rows_the_harness_did_not_write_are_ignored(tmp_path, capsys):
+    path = tmp_path / "results.tsv"
+    common.append_result(path, ROW)
+    common.append_result(path, {**ROW, "status": "discard"})
+    text = path.read_text()
+    path.write_text(text.replace("\tdiscard\t", "\tkeep\t"))  # a forged verdict
+    assert without_mac(common.read_results(path)) == [ROW]
+    assert "line 3 was not written by the harness" in capsys.readouterr().err
+    (tmp_path / ".results.key").unlink()  # without the key no row verifies
+    assert common.read_results(path) == []
+
+
+def test_read_results_missing_or_empty(tmp_path):
+    assert common.read_results(tmp_path / "absent.tsv") == []
+    (tmp_path / "empty.tsv").write_text("")
+    assert common.read_results(tmp_path / "empty.tsv") == []
+
+
+def test_append_result_missing_columns_are_empty(tmp_path):
+    path = tmp_path / "results.tsv"
+    common.append_result(path, {"status": "crash"})
+    (row,) = common.read_results(path)
+    assert row["status"] == "crash" and row["geomean_ratio"] == ""
+    assert MAC.fullmatch(row["row_mac"])  # filled in by append_result, never by the caller
+
+
+def test_fields_are_sanitised(tmp_path):
+    path = tmp_path / "results.tsv"
+    common.append_result(path, {**ROW, "description": "tab\there\nnew line\r\n  end  "})
+    (row,) = common.read_results(path)
+    assert row["description"] == "tab here new line end"
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_torn_last_line_is_dropped_and_repaired(tmp_path, capsys):
+    path = tmp_path / "results.tsv"
+    common.append_result(path, ROW)
+    intact = path.read_bytes()
+    path.write_bytes(intact + b"2026-01-01T00:00:00Z\tpq_l2\tabc")  # a run killed mid-write
+    assert without_mac(common.read_results(path)) == [ROW]
+    assert path.read_bytes() == intact
+    assert "torn" in capsys.readouterr().err
+    common.append_result(path, ROW)  # appends go on a clean line again
+    assert without_mac(common.read_results(path)) == [ROW, ROW]
+
+
+def test_non_utf8_description_is_logged(tmp_path):
+    path = tmp_path / "results.tsv"
+    common.append_result(path, {**ROW, "description": "caf\udce9"})  # DESC=$'caf\xe9'
+    assert common.read_results(path)[0]["description"].startswith("caf")
+
+
+def test_torn_line_repair_keeps_crlf_rows(tmp_path):
+    path = tmp_path / "results.tsv"
+    for status in ("a", "b", "c"):
+        common.append_result(path, {**ROW, "status": status})
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n") + b"2026-01-01T00:00")
+    assert [row["status"] for row in common.read_results(path)] == ["a", "b", "c"]
+    assert [row["status"] for row in common.read_results(path)] == ["a", "b", "c"]
+
+
+def test_wrong_field_count_names_the_line(tmp_path):
+    path = tmp_path / "results.tsv"
+    common.append_result(path, ROW)
+    common.append_result(path, ROW)
+    with open(path, "a") as f:
+        f.write("only\tthree\tfields\n")
+    common.append_result(path, ROW)
+    with pytest.raises(common.HarnessError) as info:
+        common.read_results(path)
+    assert info.value.code == common.EXIT_USAGE
+    assert "line 4" in str(info.value) and "3 fields" in str(info.value)
+
+
+def test_wrong_header_is_a_usage_error(tmp_path):
+    path = tmp_path / "results.tsv"
+    header = list(common.RESULTS_COLUMNS)
+    header[1], header[2] = header[2], header[1]
+    path.write_text("\t".join(header) + "\n")
+    with pytest.raises(common.HarnessError) as info:
+        common.read_results(path)
+    assert info.value.code == common.EXIT_USAGE
+    assert "line 1" in str(info.value)
+
+
+# ---------------------------------------------------------------- the reply codec
+def split_payload(payload):
+    (size,) = struct.unpack_from("<Q", payload)
+    return json.loads(payload[8:8 + size]), payload[8 + size:]
+
+
+def join_payload(head, blobs):
+    raw = json.dumps(head).encode()
+    return struct.pack("<Q", len(raw)) + raw + blobs
+
+
+def sample_payload():
+    ids = np.arange(5, dtype=np.int64)
+    dists = np.linspace(0, 1, 5, dtype=np.float32)
+    return common.encode_arrays([(ids, dists), (ids[:2], dists[:2])]), ids, dists
+
+
+def test_encode_decode_round_trip():
+    payload, ids, dists = sample_payload()
+    outs, error = common.decode_arrays(payload)
+    assert error is None and len(outs) == 2
+    np.testing.assert_array_equal(outs[0][0], ids)
+    assert outs[0][1].dtype == np.float32 and outs[1][0].shape == (2,)
+
+
+def test_decode_error_reply():
+    raw = json.dumps({"ok": False, "error": "boom"}).encode()
+    assert common.decode_arrays(struct.pack("<Q", len(raw)) + raw) == (None, "boom")
+
+
+@pytest.mark.parametrize("dtype", ["|O", "<U4", "<c16", "|V8", "<M8[s]", "<f16"])
+def test_decode_rejects_non_numeric_dtypes(dtype):
+    payload, _, _ = sample_payload()
+    head, blobs = split_payload(payload)
+    head["outs"][0][0][0] = dtype
+    with pytest.raises(ValueError):
+        common.decode_arrays(join_payload(head, blobs))
+
+
+def test_decode_rejects_byte_count_mismatch():
+    payload, _, _ = sample_payload()
+    head, blobs = split_payload(payload)
+    head["outs"][0][0][1] = [6]  # shape claims more elements than nbytes holds
+    with pytest.raises(ValueError):
+        common.decode_arrays(join_payload(head, blobs))
+    head, blobs = split_payload(payload)
+    head["outs"][1][1][1:] = [[3], 12]  # consistent with itself, but past the payload's end
+    with pytest.raises(ValueError):
+        common.decode_arrays(join_payload(head, blobs))
+
+
+def test_decode_rejects_trailing_bytes():
+    payload, _, _ = sample_payload()
+    with pytest.raises(ValueError):
+        common.decode_arrays(payload + b"\0")
+
+
+class TrivialSubclass(np.ndarray):
+    pass
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.ma.array(np.arange(3)),
+    lambda: np.arange(3).view(TrivialSubclass),
+    lambda: [1, 2, 3],
+])
+def test_encode_refuses_non_ndarray_elements(make):
+    with pytest.raises(TypeError):
+        common.encode_arrays([(make(), np.zeros(3, np.float32))])
+
+
+@pytest.mark.parametrize("out", [
+    [np.arange(3), np.zeros(3, np.float32)],
+    np.arange(3),
+    None,
+])
+def test_encode_refuses_non_tuple_output(out):
+    with pytest.raises(TypeError):
+        common.encode_arrays([out])
