@@ -313,47 +313,79 @@ def _signal_name(returncode):
         return f"signal {-returncode}"
 
 
-# Syscalls a contestant may not make (x86_64 and aarch64 numbers): no new processes (threads
-# are allowed and show as CPU time), no signals but to itself, no tracing of other processes.
-SECCOMP_ARCHES = {
-    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "kill": 62, "ptrace": 101,
-                            "tkill": 200, "tgkill": 234, "process_vm_writev": 311,
-                            "pidfd_send_signal": 424, "clone3": 435}),
-    "aarch64": (0xC00000B7, {"clone": 220, "kill": 129, "ptrace": 117, "tkill": 130,
-                             "tgkill": 131, "process_vm_writev": 271, "pidfd_send_signal": 424,
-                             "clone3": 435}),
+# What a contestant may not do to other processes: start them (threads are allowed and show as
+# CPU time), signal, trace, read or write them, or change their limits and scheduling.
+SECCOMP_RULES = {
+    "clone": "thread", "clone3": "enosys", "fork": "deny", "vfork": "deny",
+    "kill": "self", "tkill": "self", "tgkill": "self", "rt_sigqueueinfo": "self",
+    "rt_tgsigqueueinfo": "self", "prlimit64": "self", "sched_setaffinity": "self",
+    "sched_setscheduler": "self", "sched_setparam": "self", "setpriority": "deny",
+    "ioprio_set": "deny", "ptrace": "deny", "process_vm_readv": "deny",
+    "process_vm_writev": "deny", "pidfd_open": "deny", "pidfd_getfd": "deny",
+    "pidfd_send_signal": "deny", "fcntl": "fcntl",
+}
+SECCOMP_ARCHES = {  # audit arch, syscall numbers
+    "x86_64": (0xC000003E, {
+        "clone": 56, "clone3": 435, "fork": 57, "vfork": 58, "kill": 62, "tkill": 200,
+        "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
+        "sched_setaffinity": 203, "sched_setscheduler": 144, "sched_setparam": 142,
+        "setpriority": 141, "ioprio_set": 251, "ptrace": 101, "process_vm_readv": 310,
+        "process_vm_writev": 311, "pidfd_open": 434, "pidfd_getfd": 438,
+        "pidfd_send_signal": 424, "fcntl": 72}),
+    "aarch64": (0xC00000B7, {
+        "clone": 220, "clone3": 435, "kill": 129, "tkill": 130, "tgkill": 131,
+        "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240, "prlimit64": 261,
+        "sched_setaffinity": 122, "sched_setscheduler": 119, "sched_setparam": 118,
+        "setpriority": 140, "ioprio_set": 30, "ptrace": 117, "process_vm_readv": 270,
+        "process_vm_writev": 271, "pidfd_open": 434, "pidfd_getfd": 438,
+        "pidfd_send_signal": 424, "fcntl": 25}),
 }
 CLONE_THREAD = 0x10000
+FCNTL_SIGNAL_COMMANDS = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX: signals by file
+BPF_LD, BPF_JEQ, BPF_JSET, BPF_RET = 0x20, 0x15, 0x45, 0x06  # classic BPF opcodes used
+SECCOMP_ALLOW, SECCOMP_ERRNO = 0x7FFF0000, 0x00050000
 LANDLOCK_WRITE_RIGHTS = 0b1_1111_1111_0010  # write, remove, make-*: bits 1, 4-12 of the ABI
 LANDLOCK_REFER, LANDLOCK_TRUNCATE = 1 << 13, 1 << 14  # ABI 2 and 3 rights
+LANDLOCK_SCOPES = 0b11  # ABI 6: no signals or abstract sockets beyond the contestant itself
 
 
 def _seccomp_filter(arch, numbers, own_pid):
-    """A classic-BPF program: the syscalls above fail with EPERM (clone3 with ENOSYS, so libc
-    falls back to clone, where CLONE_THREAD is allowed); kill-like calls only at itself."""
-    deny = {"fork", "vfork", "ptrace", "process_vm_writev", "pidfd_send_signal"}
-    checks = [(nr, "pid" if name in ("kill", "tkill", "tgkill") else
-               "clone" if name == "clone" else "enosys" if name == "clone3" else "deny")
-              for name, nr in numbers.items() if name in deny | {"kill", "tkill", "tgkill",
-                                                                  "clone", "clone3"}]
-    first_check = 3
-    allow_now = first_check + len(checks)  # classic BPF jumps only forward: returns come last
-    labels = {"pid": allow_now + 1, "clone": allow_now + 3, "allow": allow_now + 5,
-              "deny": allow_now + 6, "enosys": allow_now + 7}
-    prog = [(0x20, 0, 0, 4), (0x15, 0, allow_now - 2, arch), (0x20, 0, 0, 0)]
-    for i, (nr, label) in enumerate(checks):
-        prog.append((0x15, labels[label] - (first_check + i) - 1, 0, nr))
-    errno_ret = 0x00050000  # SECCOMP_RET_ERRNO | errno
-    allow = (0x06, 0, 0, 0x7FFF0000)
-    prog += [allow,
-             (0x20, 0, 0, 16), (0x15, 2, 3, own_pid),  # args[0] == own pid: allow, else deny
-             (0x20, 0, 0, 16), (0x45, 0, 1, CLONE_THREAD),  # a thread: allow, else deny
-             allow, (0x06, 0, 0, errno_ret | 1), (0x06, 0, 0, errno_ret | 38)]
+    """A classic-BPF program for SECCOMP_RULES: "self" calls may only name this process (or
+    0), "thread" clones must be threads, clone3 says ENOSYS (libc falls back to clone)."""
+    prog, labels = [], {}
+
+    def emit(code, k, jt=None, jf=None):
+        prog.append([code, jt, jf, k])
+
+    emit(BPF_LD, 4)  # seccomp_data.arch
+    emit(BPF_JEQ, arch, jf="allow")
+    emit(BPF_LD, 0)  # seccomp_data.nr
+    for name, nr in numbers.items():
+        emit(BPF_JEQ, nr, jt=SECCOMP_RULES[name])
+    emit(BPF_RET, SECCOMP_ALLOW)
+    labels["self"] = len(prog)
+    emit(BPF_LD, 16)  # args[0], low half
+    emit(BPF_JEQ, own_pid, jt="allow")
+    emit(BPF_JEQ, 0, jt="allow", jf="deny")
+    labels["thread"] = len(prog)
+    emit(BPF_LD, 16)
+    emit(BPF_JSET, CLONE_THREAD, jt="allow", jf="deny")
+    labels["fcntl"] = len(prog)
+    emit(BPF_LD, 24)  # args[1]: the fcntl command
+    for command in FCNTL_SIGNAL_COMMANDS:
+        emit(BPF_JEQ, command, jt="deny")
+    for name, value in (("allow", SECCOMP_ALLOW), ("deny", SECCOMP_ERRNO | 1),
+                        ("enosys", SECCOMP_ERRNO | 38)):
+        labels[name] = len(prog)
+        emit(BPF_RET, value)
+    for i, ins in enumerate(prog):  # jumps are relative and forward only
+        ins[1], ins[2] = ((labels[j] - i - 1) if j else 0 for j in ins[1:3])
     return b"".join(struct.pack("<HBBI", *ins) for ins in prog), len(prog)
 
 
 def _sandbox(libc, workdir):
-    """Landlock: writes only beneath the contestant's workdir; seccomp: the filter above.
+    """Landlock: writes only beneath the contestant's workdir, signals only to itself;
+    seccomp: the filter above.
     Both are inherited and irrevocable; both are skipped where the kernel lacks them."""
     import ctypes
     import platform
@@ -363,7 +395,8 @@ def _sandbox(libc, workdir):
     if abi >= 1:
         rights = LANDLOCK_WRITE_RIGHTS | (LANDLOCK_REFER if abi >= 2 else 0) | \
             (LANDLOCK_TRUNCATE if abi >= 3 else 0)
-        ruleset = libc.syscall(444, ctypes.byref(ctypes.c_uint64(rights)), 8, 0)
+        attr = struct.pack("<QQQ", rights, 0, LANDLOCK_SCOPES if abi >= 6 else 0)
+        ruleset = libc.syscall(444, ctypes.c_char_p(attr), 24 if abi >= 6 else 8, 0)
         for path, allowed in ((workdir, rights), ("/dev/null", 1 << 1)):
             fd = os.open(path, os.O_PATH)
             rule = struct.pack("<Qi", allowed, fd)
@@ -437,8 +470,11 @@ class Contestant:
         except OSError:  # gone, or stopped reading (TimeoutError): receive() reports which
             pass
 
-    def receive(self, phase):
-        """Finish the request: (outputs, cpu_ns, wall_ns). Faults raise TrialFault."""
+    def receive(self, phase, restart_deadline=False):
+        """Finish the request: (outputs, cpu_ns, wall_ns). Faults raise TrialFault.
+        restart_deadline: the wait starts now (the request ran beside other work)."""
+        if restart_deadline:
+            self.deadline = min(time.monotonic() + self.limit_secs, self.budget_end)
         deadline = self.deadline
         try:
             payload = _recv_frame(self.from_child, deadline)
@@ -524,6 +560,14 @@ def _arrays_digest(values):
     return digest.digest()
 
 
+def _check_inputs(seen, handle):
+    """Contestant side, a contract check for honest kernels: the judge never relies on it
+    (its inputs are the contestant's private copies)."""
+    if seen is not None and _arrays_digest(seen[0]) != seen[1]:
+        raise ValueError(f"the kernel wrote to its __init__ inputs ({handle}); inputs are "
+                         "read-only")
+
+
 def contestant_main(fd_in, fd_out):
     """The kernel's process: load source, build instances, answer calls with raw arrays."""
     module, instances, inputs_seen = None, {}, {}
@@ -549,6 +593,7 @@ def contestant_main(fd_in, fd_out):
                 reply = encode_arrays([])
             elif op == "init":
                 handle, ctor_args = args
+                _check_inputs(inputs_seen.pop(handle, None), handle)  # before it is replaced
                 inputs_seen[handle] = (ctor_args, _arrays_digest(ctor_args))
                 for arr in ctor_args:
                     if isinstance(arr, np.ndarray):
@@ -565,10 +610,8 @@ def contestant_main(fd_in, fd_out):
                     raise ValueError("the kernel wrote to its query arrays (inputs are "
                                      "read-only)")
             elif op == "verify":
-                for handle, (ctor_args, digest) in inputs_seen.items():
-                    if _arrays_digest(ctor_args) != digest:
-                        raise ValueError(f"the kernel wrote to its __init__ inputs ({handle}); "
-                                         "inputs are read-only")
+                for handle, seen in inputs_seen.items():
+                    _check_inputs(seen, handle)
                 reply = encode_arrays([])
         except Exception as e:
             lines = traceback.format_exception(e)
@@ -636,12 +679,15 @@ def _row_key(results_path, create):
     """The secret behind row_mac, beside results.tsv (mode 0600, git-ignored)."""
     path = Path(results_path).parent / ".results.key"
     if create and not path.exists():
+        tmp = path.with_name(f".results.key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        _write_all(fd, os.urandom(32))
+        os.close(fd)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            _write_all(fd, os.urandom(32))
-            os.close(fd)
+            os.link(tmp, path)  # appears whole or not at all; the first run's key wins
         except FileExistsError:
-            pass  # another run made it first
+            pass
+        os.unlink(tmp)
     try:
         return path.read_bytes()
     except OSError:
@@ -722,8 +768,8 @@ def print_block(fields):
     """The result block: `---`, then one `key: value` per line."""
     out = io.StringIO()
     out.write("---\n")
-    for key, value in fields.items():
-        out.write(f"{key}: {value}\n")
+    for key, value in fields.items():  # one line each, whatever a kernel's message holds
+        out.write(f"{key}: {clean_field(value)}\n")
     sys.stdout.write(out.getvalue())
     sys.stdout.flush()
 

@@ -117,7 +117,7 @@ def trial(args, started):
             common.check_untouched(harness, inputs.cache_intact(fixture_sha))
             block.update(status="checked", verdict="none")
             return block, common.EXIT_OK
-        champion.receive("the champion's first call")
+        champion.receive("the champion's first call", restart_deadline=True)
         champion.pin(bench_cpu)
         if len(cpus) > 1:
             os.sched_setaffinity(0, set(cpus[:-1]))  # the judge stays off the benchmark core
