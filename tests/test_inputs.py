@@ -1,6 +1,5 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """Fixtures: determinism, the kernel contract of every battery case, edge cases, cache repair."""
-import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ SMALL_COUNT = 300  # vectors: enough for k-means on 256 centroids, fast to train
 SMALL_DIM, SMALL_M = 128, 16
 SMALL_SEED = 12345
 QUERY_COUNT = 4
-CORRUPT_AT = 1 << 20  # byte offset of the flipped bytes inside the npz
 CORRUPT_LEN = 64
 
 
@@ -129,25 +127,25 @@ def test_cache_loads_identically_twice(fixtures):
         np.testing.assert_array_equal(a["codes"], b["codes"])
 
 
-def test_corrupted_cache_is_regenerated(fixtures, tmp_path, monkeypatch, capfd):
-    intact_digest = inputs.load_fixtures()[2]  # makes sure the real cache is current
-    real_data, real_sum = inputs.cache_paths()
+def test_corrupted_cache_is_regenerated(tmp_path, monkeypatch, capfd):
+    # Small fixtures through the real cache code: the mechanism, without 12 s of generation.
+    small = small_workload()
+    monkeypatch.setattr(inputs, "make_battery", lambda: [{**small, "name": "tiny"}])
+    monkeypatch.setattr(inputs, "make_speed_workloads", lambda: [{**small, "name": "w"}])
     monkeypatch.setattr(inputs, "CACHE_DIR", tmp_path)
     data_path, sum_path = inputs.cache_paths()
-    data_path.parent.mkdir(parents=True)
-    shutil.copyfile(real_data, data_path)
-    shutil.copyfile(real_sum, sum_path)
+    intact_digest = inputs.load_fixtures()[2]  # generates and writes the cache
+    intact = data_path.read_bytes()
+    middle = len(intact) // 2
     with open(data_path, "r+b") as f:  # flip bytes in the middle: the hash must catch it
-        f.seek(CORRUPT_AT)
-        chunk = f.read(CORRUPT_LEN)
-        f.seek(CORRUPT_AT)
-        f.write(bytes(b ^ 0xFF for b in chunk))
+        f.seek(middle)
+        f.write(bytes(b ^ 0xFF for b in intact[middle:middle + CORRUPT_LEN]))
     capfd.readouterr()
-    battery, workloads, digest = inputs.load_fixtures()  # regenerates: the ~12 s of the suite
+    battery, workloads, digest = inputs.load_fixtures()
     assert "regenerating" in capfd.readouterr().err
     assert digest == intact_digest  # same content, byte for byte, as the intact cache
-    assert len(battery) == len(fixtures[0]) and len(workloads) == len(fixtures[1])
-    assert data_path.read_bytes() == real_data.read_bytes()  # repaired in place
+    assert battery[0]["name"] == "tiny" and workloads[0]["name"] == "w"
+    assert data_path.read_bytes() == intact  # repaired in place
     assert sum_path.read_text().strip() == digest
     assert inputs.load_fixtures()[2] == digest  # and now loads without regenerating
     assert "regenerating" not in capfd.readouterr().err
