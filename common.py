@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 REPO = Path(__file__).resolve().parent
 RESULTS_PATH = REPO / "results.tsv"  # default log; snapshots live beside it in .snapshots/
@@ -507,6 +508,19 @@ class Contestant:
     def request(self, phase, op, *args):
         self.send(op, *args)
         return self.receive(phase)
+
+    def verify(self, phase):
+        """After a phase: its inputs are unchanged and it runs alone (seccomp forbids forks;
+        this catches them where seccomp is missing)."""
+        self.request(phase, "verify")
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        if children:
+            raise TrialFault("fail", f"{self.label} kernel started processes (pids "
+                                     f"{', '.join(str(c.pid) for c in children)}) by {phase}: "
+                                     "work outside the timer")
 
     def exit_description(self):
         try:

@@ -111,7 +111,7 @@ def trial(args, started):
             champion.send("call", warm["name"], KERNEL_METHOD, draw_calls(warm, 0)[:1])
         candidate.receive("import of kernels.py")
         check_battery(candidate, battery)
-        candidate.request("the input check after correctness", "verify")
+        candidate.verify("the end of correctness")
         block["correctness"] = "pass"
         if args.check:
             common.check_untouched(harness, inputs.cache_intact(fixture_sha))
@@ -127,7 +127,7 @@ def trial(args, started):
                                          np.random.default_rng(), KERNEL_METHOD, init_args,
                                          draw_calls, check_timed)
         for contestant in contestants:
-            contestant.request("the input check after timing", "verify")
+            contestant.verify("the end of timing")
         block["peak_mem_mb"] = f"{candidate.peak_rss_mb():.1f}"
         common.check_untouched(harness, inputs.cache_intact(fixture_sha))
         common.gate(block, stats, is_baseline, champion_speedup, QUERIES_PER_BATCH, UNIT)

@@ -9,6 +9,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -425,3 +426,26 @@ def test_encode_refuses_non_ndarray_elements(make):
 def test_encode_refuses_non_tuple_output(out):
     with pytest.raises(TypeError):
         common.encode_arrays([out])
+
+
+# ---------------------------------------------------------------- the no-seccomp fallback
+FORKING_KERNEL = b"""
+import subprocess
+class PqKernel:
+    def __init__(self, *args):
+        self.child = subprocess.Popen(["sleep", "30"])
+"""
+
+
+def test_verify_catches_processes_where_seccomp_is_missing(monkeypatch):
+    monkeypatch.setattr(common, "_sandbox", lambda libc, workdir: None)  # as if unsupported
+    contestant = common.Contestant("candidate", FORKING_KERNEL, "PqKernel", REPO / "pq_l2",
+                                   time.monotonic() + 60, 0)
+    try:
+        contestant.receive("import")
+        contestant.request("__init__", "init", "h", ())
+        with pytest.raises(common.TrialFault) as info:
+            contestant.verify("the end of correctness")
+        assert info.value.status == "fail" and "started processes" in str(info.value)
+    finally:
+        contestant.close()
