@@ -44,6 +44,7 @@ MAX_MESSAGE_BYTES = 256 << 20  # a reply larger than this is a contract violatio
 CI_Z = 1.6449  # two-sided 90 % normal quantile; small samples get the t correction below
 T90_TABLE = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796,
              1.782, 1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725)  # t(0.95, dof 1..20)
+TRIM = 0.2  # fraction of rounds trimmed at each end of a combo's log ratios
 MIN_GAIN = 0.01  # effect-size floor: keep needs geomean ratio <= 1 - MIN_GAIN
 WORST_REGRESSION = 0.05  # a combo significantly slower by this much blocks a keep
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
@@ -163,10 +164,14 @@ def t_quantile_90(dof):
 
 
 def log_ratio_summary(log_ratios):
-    """Mean log ratio and its standard error, over rounds."""
-    log_ratios = np.asarray(log_ratios, dtype=np.float64)
-    n = len(log_ratios)
-    return float(np.mean(log_ratios)), float(np.std(log_ratios, ddof=1) / math.sqrt(n)), n - 1
+    """Trimmed mean of the per-round log ratios, its standard error and degrees of freedom
+    (Yuen's method): a round hit by a neighbour's burst is an outlier, not evidence."""
+    x = np.sort(np.asarray(log_ratios, dtype=np.float64))
+    n = len(x)
+    g = int(TRIM * n)
+    winsorized = np.clip(x, x[g], x[n - 1 - g])
+    stderr = np.std(winsorized, ddof=1) / ((1 - 2 * g / n) * math.sqrt(n))
+    return float(np.mean(x[g:n - g])), float(stderr), n - 2 * g - 1
 
 
 def ratio_with_ci(mean_log, stderr, dof):

@@ -109,10 +109,26 @@ def test_geomean_known_values():
 
 
 def test_log_ratio_summary_values():
+    # n = 5, 20 % trimmed: one value off each end (Yuen's trimmed mean and winsorized error)
     mean, stderr, dof = common.log_ratio_summary(LOG_PATTERN)
-    assert mean == pytest.approx(np.mean(LOG_PATTERN))
-    assert stderr == pytest.approx(np.std(LOG_PATTERN, ddof=1) / math.sqrt(len(LOG_PATTERN)))
-    assert dof == len(LOG_PATTERN) - 1
+    assert mean == pytest.approx(np.mean([-0.015, 0.005, 0.01]))
+    winsorized = [-0.015, -0.015, 0.005, 0.01, 0.01]
+    assert stderr == pytest.approx(np.std(winsorized, ddof=1) / (0.6 * math.sqrt(5)))
+    assert dof == 5 - 2 - 1
+
+
+def test_log_ratio_summary_shrugs_off_one_burst():
+    steady = [0.001 * (i % 3) for i in range(16)]
+    burst = steady[:-1] + [0.5]  # one round hit by a neighbour
+    assert common.log_ratio_summary(burst)[0] == pytest.approx(
+        common.log_ratio_summary(steady)[0], abs=0.001)
+
+
+def test_log_ratio_summary_without_trimming_is_the_mean():
+    two = (0.01, 0.03)  # too few rounds to trim
+    mean, stderr, dof = common.log_ratio_summary(two)
+    assert mean == pytest.approx(0.02) and dof == 1
+    assert stderr == pytest.approx(np.std(two, ddof=1) / math.sqrt(2))
 
 
 def test_ratio_ci_contains_the_mean():
