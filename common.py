@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import math
+import mmap
 import os
 import pickle
 import select
@@ -48,6 +49,10 @@ TRIM = 0.2  # fraction of rounds trimmed at each end of a combo's log ratios
 MIN_GAIN = 0.01  # effect-size floor: keep needs geomean ratio <= 1 - MIN_GAIN
 WORST_REGRESSION = 0.05  # a combo significantly slower by this much blocks a keep
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
+# glibc malloc in contestants keeps freed multi-MiB buffers mapped: otherwise every call
+# page-faults fresh mappings, in a history-dependent way (a 7 % A/A bias on large outputs).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+              "MALLOC_TOP_PAD_": str(64 << 20)}
 IDLE_CPU_LIMIT_NS = 2_000_000  # CPU a waiting contestant may burn during the other's batch
 WARMUP_ROUNDS = 1  # untimed first round: compiles and warms caches
 PR_SET_PDEATHSIG = 1  # prctl option: signal the child when the judge dies
@@ -265,27 +270,42 @@ def _send_frame(fd, payload, deadline=math.inf):
 def _recv_frame(fd, deadline):
     (size,) = struct.unpack("<Q", _read_exact(fd, 8, deadline))
     if size > MAX_MESSAGE_BYTES:
-        raise ValueError(f"reply of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
+        raise ValueError(f"a message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
     return _read_exact(fd, size, deadline)
 
 
-def encode_arrays(results):
-    """Contestant side: a list of output tuples -> JSON header + raw bytes. Plain data only."""
-    header, blobs = [], []
-    for out in results:
-        if not isinstance(out, tuple):
-            raise TypeError(f"an output is {type(out).__name__}, expected a tuple of arrays")
+def encode_arrays(results, out=None):
+    """Contestant side: a list of output tuples -> size-prefixed JSON header + raw bytes,
+    written straight into `out` (the shared reply buffer: one copy per array); returns the
+    size. Without `out`, returns the bytes. Plain ndarrays only."""
+    header, arrays = [], []
+    for result in results:
+        if not isinstance(result, tuple):
+            raise TypeError(f"an output is {type(result).__name__}, expected a tuple of arrays")
         entry = []
-        for arr in out:
+        for arr in result:
             if type(arr) is not np.ndarray:
                 raise TypeError(f"an output element is {type(arr).__module__}."
                                 f"{type(arr).__name__}, not exactly numpy.ndarray")
-            blob = np.ascontiguousarray(arr).tobytes()
-            entry.append([arr.dtype.str, list(arr.shape), len(blob)])
-            blobs.append(blob)
+            entry.append([arr.dtype.str, list(arr.shape), arr.nbytes])
+            arrays.append(arr)
         header.append(entry)
-    head = json.dumps({"ok": True, "outs": header}).encode()
-    return struct.pack("<Q", len(head)) + head + b"".join(blobs)
+    return _write_reply({"ok": True, "outs": header}, arrays, out)
+
+
+def _write_reply(head, arrays, out):
+    head = json.dumps(head).encode()
+    size = 8 + len(head) + sum(a.nbytes for a in arrays)
+    if size > MAX_MESSAGE_BYTES:
+        raise ValueError(f"outputs of {size} bytes exceed the {MAX_MESSAGE_BYTES} byte limit")
+    buffer = bytearray(size) if out is None else out
+    buffer[:8 + len(head)] = struct.pack("<Q", len(head)) + head
+    pos = 8 + len(head)
+    for arr in arrays:
+        view = np.frombuffer(buffer, np.uint8, arr.nbytes, pos)
+        view[:] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        pos += arr.nbytes
+    return bytes(buffer) if out is None else size
 
 
 def decode_arrays(payload):
@@ -445,21 +465,25 @@ class Contestant:
         self.workdir = tempfile.mkdtemp(prefix=f"contestant-{label}-")
         to_child_r, self.to_child = os.pipe()
         self.from_child, from_child_w = os.pipe()
+        replies_fd = os.memfd_create(f"replies-{label}")  # outputs come back through memory
+        os.ftruncate(replies_fd, MAX_MESSAGE_BYTES)  # sparse: only written pages cost memory
+        self.replies = mmap.mmap(replies_fd, MAX_MESSAGE_BYTES, prot=mmap.PROT_READ)
         self.log_path = Path(self.workdir) / "output.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "HARNESS_"))}
         env.update({k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
         env["NUMBA_CACHE_DIR"] = str(Path(self.workdir) / "numba-cache")  # private per run
         env["PYTHONPATH"] = str(import_dir)  # the target's own modules, for unpickling inputs
+        env.update(MALLOC_ENV)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO / "common.py"), "contestant", str(to_child_r),
-                 str(from_child_w)],
-                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=log, cwd=self.workdir, env=env, start_new_session=True,
+                 str(from_child_w), str(replies_fd)],
+                pass_fds=(to_child_r, from_child_w, replies_fd), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log, cwd=self.workdir, env=env, start_new_session=True,
                 preexec_fn=_confine_child(self.workdir, cpu))
-        os.close(to_child_r)
-        os.close(from_child_w)
+        for fd in (to_child_r, from_child_w, replies_fd):
+            os.close(fd)
         os.set_blocking(self.to_child, False)
         self.send("load", source, f"{self.workdir}/kernels.py", class_name,
                   limit_secs=LOAD_DEADLINE_SECS)
@@ -483,11 +507,13 @@ class Contestant:
             self.deadline = min(time.monotonic() + self.limit_secs, self.budget_end)
         deadline = self.deadline
         try:
-            payload = _recv_frame(self.from_child, deadline)
+            (size,) = struct.unpack("<Q", _read_exact(self.from_child, 8, deadline))
             wall = time.perf_counter_ns() - self.wall_start
             wait_until_blocked(self.proc.pid)
             cpu = process_cpu_ns(self.proc.pid) - self.cpu_start
-            outs, error = decode_arrays(payload)
+            if size > MAX_MESSAGE_BYTES:
+                raise ValueError(f"reply of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
+            outs, error = decode_arrays(self.replies[:size])  # a copy the kernel cannot touch
         except TimeoutError:
             self.kill()
             limit = ("the trial's time budget" if deadline >= self.budget_end
@@ -563,6 +589,7 @@ class Contestant:
 
     def close(self):
         self.kill()
+        self.replies.close()
         for fd in (self.to_child, self.from_child):
             try:
                 os.close(fd)
@@ -587,17 +614,16 @@ def _check_inputs(seen, handle):
                          "read-only")
 
 
-def contestant_main(fd_in, fd_out):
-    """The kernel's process: load source, build instances, answer calls with raw arrays."""
+def contestant_main(fd_in, fd_out, fd_replies):
+    """The kernel's process: load source, build instances, answer calls with raw arrays
+    written into the shared reply buffer; the pipe carries their size."""
     module, instances, inputs_seen = None, {}, {}
+    replies = mmap.mmap(fd_replies, MAX_MESSAGE_BYTES)
     while True:
         try:
-            frame = _recv_frame(fd_in, math.inf)
+            op, *args = pickle.loads(_recv_frame(fd_in, math.inf))
         except EOFError:
             return
-        op, *args = pickle.loads(frame)
-        if op == "call":
-            _, _, pristine = pickle.loads(frame)[1:]  # a private copy to detect writes
         try:
             if op == "load":
                 source, path, class_name = args
@@ -609,7 +635,7 @@ def contestant_main(fd_in, fd_out):
                 kernel_class = getattr(module, class_name, None)
                 if not callable(kernel_class):
                     raise AttributeError(f"kernels.py defines no class {class_name}")
-                reply = encode_arrays([])
+                size = encode_arrays([], replies)
             elif op == "init":
                 handle, ctor_args = args
                 _check_inputs(inputs_seen.pop(handle, None), handle)  # before it is replaced
@@ -618,26 +644,26 @@ def contestant_main(fd_in, fd_out):
                     if isinstance(arr, np.ndarray):
                         arr.setflags(write=False)  # inputs are read-only by contract
                 instances[handle] = kernel_class(*ctor_args)
-                reply = encode_arrays([])
+                size = encode_arrays([], replies)
             elif op == "call":
                 handle, method, arg_list = args
+                pristine = [a.copy() for call in arg_list for a in call if type(a) is np.ndarray]
                 bound = getattr(instances[handle], method)
                 results = [bound(*call_args) for call_args in arg_list]
-                reply = encode_arrays(results)
-                if _arrays_digest(arg for call_args in arg_list for arg in call_args) != \
-                        _arrays_digest(arg for call_args in pristine for arg in call_args):
+                size = encode_arrays(results, replies)
+                after = [a for call in arg_list for a in call if type(a) is np.ndarray]
+                if not all(map(np.array_equal, pristine, after)):
                     raise ValueError("the kernel wrote to its query arrays (inputs are "
                                      "read-only)")
             elif op == "verify":
                 for handle, seen in inputs_seen.items():
                     _check_inputs(seen, handle)
-                reply = encode_arrays([])
+                size = encode_arrays([], replies)
         except Exception as e:
             lines = traceback.format_exception(e)
             tail = "".join(lines[-3:]).strip().replace("\n", " | ")
-            head = json.dumps({"ok": False, "error": tail}).encode()
-            reply = struct.pack("<Q", len(head)) + head
-        _send_frame(fd_out, reply)
+            size = _write_reply({"ok": False, "error": tail}, [], replies)
+        _write_all(fd_out, struct.pack("<Q", size))
 
 
 # ---------------------------------------------------------------- hashing, git, snapshots
@@ -995,4 +1021,4 @@ def main_of(trial, target, kernel_path, args):
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["contestant"]:
-    contestant_main(int(sys.argv[2]), int(sys.argv[3]))
+    contestant_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
