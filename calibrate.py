@@ -18,8 +18,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 COPY_IGNORE = (".git", ".venv", ".cache", ".snapshots", "results.tsv", "__pycache__")
-KERNEL_CLASS = {"pq_l2": ("PqKernel", "probe_top_k")}  # class and timed method per target
-THIRD_SHAPE = {"pq_l2": "dim=768"}  # how the wrapper recognises one shape from __init__ args
+KERNEL_CLASS = {"pq_l2": ("PqKernel", "probe_top_k"),  # class and timed method per target
+                "bitpack": ("BitpackKernel", "decode")}
+THIRD_SHAPE = {"pq_l2": "dim=768",  # how the wrapper recognises one shape from __init__ args
+               "bitpack": "16"}  # repr(bits): the T = 16 shape
 WARM_SECONDS_MAX = 15  # targets from the issue that calibrated the gate
 FIRST_SECONDS_MAX = 60
 AA_MAX_DEVIATION = 0.02

@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""FIXED: one bitpack trial, the judge. `make run TARGET=bitpack DESC="what I tried"`.
+
+Checks the candidate kernels.py against the oracle, times it side by side with the champion,
+appends one row to results.tsv and prints the result block. The rules are in HARNESS.md.
+This process never imports kernels.py (common.Contestant runs it); the shared steps are in
+common.py, the story of the trial is told here.
+"""
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import common  # noqa: E402
+import inputs  # noqa: E402
+import reference  # noqa: E402
+
+TARGET = HERE.name
+KERNEL_PATH = HERE / "kernels.py"
+KERNEL_CLASS = "BitpackKernel"
+KERNEL_METHOD = "decode"
+ROUNDS = 16  # timed rounds; each round times every combo once per kernel
+CALLS_PER_BATCH = 1  # fresh pages per timed batch; one page is already milliseconds of work
+UNIT = ("ns_per_value", inputs.SPEED_VALUES, 1)  # reported time: ns per decoded value
+
+
+def check_battery(candidate, battery):
+    """Every battery page against the literal oracle; the first failure is a TrialFault."""
+    for case in battery:
+        bits = case["bits"]
+        where = f"case {case['name']}"
+        candidate.request(f"__init__ of {where}", "init", "battery", (bits,))
+        calls = [(p["page"].view(np.uint8), p["count"]) for p in case["pages"]]
+        outs, _, _ = candidate.request(where, "call", "battery", KERNEL_METHOD, calls)
+        for page, out in zip(case["pages"], outs, strict=True):
+            want = reference.unpack_literal(page["page"], page["count"], bits)
+            problem = reference.check(out, want, bits)
+            if problem:
+                raise common.TrialFault("fail", f"{where}, page {page['label']} (T={bits}, "
+                                                f"n={page['count']}): {problem}")
+    common.progress(f"correctness {len(battery)}/{len(battery)} cases, "
+                    f"{sum(len(c['pages']) for c in battery)} pages")
+
+
+def init_args(workload):
+    return (workload["bits"],)
+
+
+def draw_calls(workload, seed):
+    """Fresh pages; their values are kept on the workload for check_timed (same batch)."""
+    pages = inputs.draw_pages(workload, CALLS_PER_BATCH, seed)
+    workload["expected"] = [values for _, values in pages]
+    return [(page.view(np.uint8), len(values)) for page, values in pages]
+
+
+def check_timed(workload, calls, outs, spot):
+    """Every output, bitwise, against the values its page was packed from (inputs.pack is
+    held to the literal oracle by tests/test_bitpack.py)."""
+    for j, (want, out) in enumerate(zip(workload["expected"], outs, strict=True)):
+        problem = reference.check(out, want, workload["bits"])
+        if problem:
+            return f"page {j}{' (spot)' if j == spot else ''}: {problem}"
+    return None
+
+
+def trial(args, started):
+    rows = common.read_results(args.results)
+    harness = common.harness_sha()
+    candidate_source = common.read_kernel(args.kernel)
+    if args.check:  # the working file as it is; no champion, no row
+        champion_source, champion_sha, champion_speedup, is_baseline = None, "", 1.0, False
+    else:
+        champion_source, champion_sha, champion_speedup, is_baseline, candidate_source = \
+            common.pick_champion(TARGET, KERNEL_PATH, args, rows, harness, candidate_source)
+    kernel_sha = common.save_snapshot(args.results, TARGET, candidate_source)
+    battery, workloads = inputs.make_battery(), inputs.make_speed_workloads()
+    budget_end = time.monotonic() + common.TIME_BUDGET_SECS
+    block = {"target": TARGET, "status": "", "correctness": "not run", "verdict": "discard"}
+    geomean_us = None  # set by the gate
+    contestants = []
+    try:
+        common.progress("loading and compiling the kernels")
+        cpus = sorted(os.sched_getaffinity(0))
+        bench_cpu = cpus[-1]  # both contestants are timed on this core
+        candidate = common.Contestant("candidate", candidate_source, KERNEL_CLASS, HERE,
+                                      budget_end, bench_cpu)
+        contestants.append(candidate)
+        if not args.check:
+            champion = common.Contestant("champion", champion_source, KERNEL_CLASS, HERE,
+                                         budget_end, cpus[0])  # compiles beside the battery
+            contestants.append(champion)
+            champion.receive("import of the champion kernels.py")
+            warm = workloads[0]
+            champion.request("__init__ of the champion", "init", warm["name"], init_args(warm))
+            champion.send("call", warm["name"], KERNEL_METHOD, draw_calls(warm, 0)[:1])
+        candidate.receive("import of kernels.py")
+        check_battery(candidate, battery)
+        candidate.verify("the end of correctness")
+        block["correctness"] = "pass"
+        if args.check:
+            common.check_untouched(harness, cache_intact=True)
+            block.update(status="checked", verdict="none")
+            return block, common.EXIT_OK
+        champion.receive("the champion's first call", restart_deadline=True)
+        champion.pin(bench_cpu)
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, set(cpus[:-1]))  # the judge stays off the benchmark core
+        common.progress(f"timing {len(workloads)} combos x {args.rounds} rounds, "
+                        f"interleaved with the champion {champion_sha}")
+        stats = common.time_side_by_side(candidate, champion, workloads, args.rounds,
+                                         np.random.default_rng(), KERNEL_METHOD, init_args,
+                                         draw_calls, check_timed)
+        for contestant in contestants:
+            contestant.verify("the end of timing")
+        block["peak_mem_mb"] = f"{candidate.peak_rss_mb():.1f}"
+        common.check_untouched(harness, cache_intact=True)
+        geomean_us = common.gate(block, stats, is_baseline, champion_speedup, CALLS_PER_BATCH,
+                                 UNIT)
+        code = common.EXIT_OK
+    except common.TrialFault as fault:
+        if block["correctness"] == "not run" and fault.status == "fail":
+            block["correctness"] = "fail"
+        block.update(status=fault.status, message=str(fault))
+        block.pop("peak_mem_mb", None)
+        code = common.STATUS_EXIT[fault.status]
+        if args.check:
+            return block, code
+    finally:
+        for contestant in contestants:
+            contestant.close()
+    common.record(args, block, started, {
+        "target": TARGET, "harness_sha": harness, "kernel_sha": kernel_sha,
+        "champion_sha": champion_sha, "geomean_us": f"{geomean_us:.1f}" if geomean_us else ""})
+    return block, code
+
+
+if __name__ == "__main__":
+    sys.exit(common.main_of(trial, TARGET, KERNEL_PATH,
+                            common.parse_trial_args(__doc__.splitlines()[0], KERNEL_PATH, ROUNDS)))
