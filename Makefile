@@ -10,7 +10,7 @@ TARGETS := $(patsubst %/run_experiment.py,%,$(wildcard */run_experiment.py))
 REPORT_TARGET = $(if $(filter command line environment,$(origin TARGET)),--target $(TARGET))
 export DESC
 
-.PHONY: run check revert test lint setup calibrate conformance report plot peers new-target known-target
+.PHONY: run check revert test lint setup calibrate conformance report plot peers new-target stress known-target
 
 run: $(PY) known-target ## one trial: check, time side by side, log, verdict
 	@$(PY) $(TARGET)/run_experiment.py
@@ -45,6 +45,9 @@ peers: $(VENV)/.peers known-target ## kernels vs faiss, numpy and the roofline (
 
 new-target: $(PY) ## scaffold NAME/ from templates/target/ (see docs/adding-a-target.md)
 	@$(PY) new_target.py "$(NAME)"
+
+stress: $(PY) ## a hang returns within budget; 20 parallel runs, some SIGKILLed, lose no row (minutes)
+	@$(PY) stress.py
 
 setup: $(PY)
 

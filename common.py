@@ -518,11 +518,8 @@ class Contestant:
         except OSError:  # gone, or stopped reading (TimeoutError): receive() reports which
             pass
 
-    def receive(self, phase, restart_deadline=False):
-        """Finish the request: (outputs, cpu_ns, wall_ns). Faults raise TrialFault.
-        restart_deadline: the wait starts now (the request ran beside other work)."""
-        if restart_deadline:
-            self.deadline = min(time.monotonic() + self.limit_secs, self.budget_end)
+    def receive(self, phase):
+        """Finish the request: (outputs, cpu_ns, wall_ns). Faults raise TrialFault."""
         deadline = self.deadline
         try:
             (size,) = struct.unpack("<Q", _read_exact(self.from_child, 8, deadline))
@@ -897,6 +894,18 @@ def pick_champion(target, kernel_path, args, rows, harness, candidate_source):
             progress("baseline = kernels.py as committed at HEAD; your edits are not evaluated "
                      "in this run: run again to try them")
     return baseline, sha256_hex(baseline)[:12], 1.0, True, baseline
+
+
+def in_step(contestants, phase, op, *args):
+    """The same request to every contestant at once (each on its own core): outputs by label."""
+    for contestant in contestants:
+        contestant.send(op, *args)
+    return {contestant.label: contestant.receive(phase)[0] for contestant in contestants}
+
+
+def whose(label):
+    """Message prefix naming the kernel at fault: none for the candidate."""
+    return "" if label == "candidate" else f"{label} kernel: "
 
 
 def time_side_by_side(candidate, champion, workloads, rounds, rng, method, init_args,

@@ -28,20 +28,25 @@ CALLS_PER_BATCH = 1  # fresh pages per timed batch; one page is already millisec
 UNIT = ("ns_per_value", inputs.SPEED_VALUES, 1)  # reported time: ns per decoded value
 
 
-def check_battery(candidate, battery):
-    """Every battery page against the literal oracle; the first failure is a TrialFault."""
+def check_battery(contestants, battery):
+    """Every battery case against the oracle. Candidate and champion answer in step, each on
+    its own core: the champion is re-checked for free and both processes reach the timing
+    with the same history (a lone warm-up call biased A/A by ~0.3 %). The first failure is a
+    TrialFault."""
     for case in battery:
         bits = case["bits"]
         where = f"case {case['name']}"
-        candidate.request(f"__init__ of {where}", "init", "battery", (bits,))
+        common.in_step(contestants, f"__init__ of {where}", "init", "battery", (bits,))
         calls = [(p["page"].view(np.uint8), p["count"]) for p in case["pages"]]
-        outs, _, _ = candidate.request(where, "call", "battery", KERNEL_METHOD, calls)
-        for page, out in zip(case["pages"], outs, strict=True):
+        answers = common.in_step(contestants, where, "call", "battery", KERNEL_METHOD, calls)
+        for j, page in enumerate(case["pages"]):
             want = reference.unpack_literal(page["page"], page["count"], bits)
-            problem = reference.check(out, want, bits)
-            if problem:
-                raise common.TrialFault("fail", f"{where}, page {page['label']} (T={bits}, "
-                                                f"n={page['count']}): {problem}")
+            for label, outs in answers.items():
+                problem = reference.check(outs[j], want, bits)
+                if problem:
+                    raise common.TrialFault("fail", f"{common.whose(label)}{where}, page "
+                                                    f"{page['label']} (T={bits}, "
+                                                    f"n={page['count']}): {problem}")
     common.progress(f"correctness {len(battery)}/{len(battery)} cases, "
                     f"{sum(len(c['pages']) for c in battery)} pages")
 
@@ -91,21 +96,19 @@ def trial(args, started):
         contestants.append(candidate)
         if not args.check:
             champion = common.Contestant("champion", champion_source, KERNEL_CLASS, HERE,
-                                         budget_end, cpus[0])  # compiles beside the battery
+                                         budget_end, cpus[0])  # the other core, for now
             contestants.append(champion)
-            champion.receive("import of the champion kernels.py")
-            warm = workloads[0]
-            champion.request("__init__ of the champion", "init", warm["name"], init_args(warm))
-            champion.send("call", warm["name"], KERNEL_METHOD, draw_calls(warm, 0)[:1])
-        candidate.receive("import of kernels.py")
-        check_battery(candidate, battery)
-        candidate.verify("the end of correctness")
+        for contestant in contestants:
+            contestant.receive("import of kernels.py" if contestant is candidate
+                               else "import of the champion kernels.py")
+        check_battery(contestants, battery)
+        for contestant in contestants:
+            contestant.verify("the end of correctness")
         block["correctness"] = "pass"
         if args.check:
             common.check_untouched(harness, cache_intact=True)
             block.update(status="checked", verdict="none")
             return block, common.EXIT_OK
-        champion.receive("the champion's first call", restart_deadline=True)
         champion.pin(bench_cpu)
         if len(cpus) > 1:
             os.sched_setaffinity(0, set(cpus[:-1]))  # the judge stays off the benchmark core

@@ -46,10 +46,10 @@ def test_scaffold_runs_at_once_and_is_listed(tmp_path):
 
 def test_scaffold_marks_a_listed_candidate(tmp_path):
     tree = scratch_tree(tmp_path)
-    assert run(tree, "new_target.py", "bitpack").returncode == 0
+    assert run(tree, "new_target.py", "dictionary").returncode == 0
     readme = (tree / "README.md").read_text()
-    assert "| `bitpack` | candidate, scaffolded |" in readme
-    assert readme.count("| `bitpack` |") == 1
+    assert "| `dictionary` | candidate, scaffolded |" in readme
+    assert readme.count("| `dictionary` |") == 1
 
 
 def test_scaffold_refuses_bad_names_and_existing_folders(tmp_path):
