@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """FIXED: plumbing shared by every target. The rules it implements are stated in HARNESS.md.
 
-Seeds (SplitMix64), statistics, the contestant process (the only place kernels run),
-results.tsv, snapshots and the harness hash. Run as `python common.py contestant FD_IN FD_OUT`
-it is the contestant side of the pipe protocol: that half never writes results or judges.
+Seeds (SplitMix64), statistics and the gate, the contestant process (the only place kernels
+run) and its sandbox, the shared steps of a trial, results.tsv, snapshots and the harness hash.
+Run as `python common.py contestant FD...` it is the contestant side of the protocol (requests
+on a pipe, call arguments and replies in shared memory): that half never judges or writes.
 """
 import argparse
 import fcntl
