@@ -1031,8 +1031,82 @@ def revert(target, kernel_path, results):
     raise HarnessError(f"no champion for {target} in {results} yet", EXIT_USAGE)
 
 
-def main_of(trial, target, kernel_path, args):
-    """Run a target's trial (or revert): one block on stdout, one exit code."""
+def run_trial(t, args, started):
+    """One trial of a target: `t` is its run_experiment module, which names TARGET, HERE,
+    KERNEL_PATH, KERNEL_CLASS, KERNEL_METHOD, ROUNDS, CALLS_PER_BATCH and UNIT and defines
+    fixtures, check_battery, init_args, draw_calls and check_timed. Correctness in step,
+    timing side by side, the gate, one row. Returns (result block, exit code)."""
+    rows = read_results(args.results)
+    harness = harness_sha()
+    candidate_source = read_kernel(args.kernel)
+    if args.check:  # the working file as it is; no champion, no row
+        champion_source, champion_sha, champion_speedup, is_baseline = None, "", 1.0, False
+    else:
+        champion_source, champion_sha, champion_speedup, is_baseline, candidate_source = \
+            pick_champion(t.TARGET, t.KERNEL_PATH, args, rows, harness, candidate_source)
+    kernel_sha = save_snapshot(args.results, t.TARGET, candidate_source)
+    battery, workloads, cache_intact = t.fixtures()
+    budget_end = time.monotonic() + TIME_BUDGET_SECS
+    block = {"target": t.TARGET, "status": "", "correctness": "not run", "verdict": "discard"}
+    geomean_us = None  # set by the gate
+    contestants = []
+    try:
+        progress("loading and compiling the kernels")
+        cpus = sorted(os.sched_getaffinity(0))
+        bench_cpu = cpus[-1]  # both contestants are timed on this core
+        candidate = Contestant("candidate", candidate_source, t.KERNEL_CLASS, t.HERE,
+                               budget_end, bench_cpu)
+        contestants.append(candidate)
+        if not args.check:
+            champion = Contestant("champion", champion_source, t.KERNEL_CLASS, t.HERE,
+                                  budget_end, cpus[0])  # the other core, for now
+            contestants.append(champion)
+        for contestant in contestants:
+            contestant.receive("import of kernels.py" if contestant is candidate
+                               else "import of the champion kernels.py")
+        t.check_battery(contestants, battery)
+        for contestant in contestants:
+            contestant.verify("the end of correctness")
+        block["correctness"] = "pass"
+        if args.check:
+            check_untouched(harness, cache_intact())
+            block.update(status="checked", verdict="none")
+            return block, EXIT_OK
+        champion.pin(bench_cpu)
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, set(cpus[:-1]))  # the judge stays off the benchmark core
+        progress(f"timing {len(workloads)} combos x {args.rounds} rounds, "
+                 f"interleaved with the champion {champion_sha}")
+        stats = time_side_by_side(candidate, champion, workloads, args.rounds,
+                                  np.random.default_rng(), t.KERNEL_METHOD, t.init_args,
+                                  t.draw_calls, t.check_timed)
+        for contestant in contestants:
+            contestant.verify("the end of timing")
+        block["peak_mem_mb"] = f"{candidate.peak_rss_mb():.1f}"
+        check_untouched(harness, cache_intact())
+        geomean_us = gate(block, stats, is_baseline, champion_speedup, t.CALLS_PER_BATCH, t.UNIT)
+        code = EXIT_OK
+    except TrialFault as fault:
+        if block["correctness"] == "not run" and fault.status == "fail":
+            block["correctness"] = "fail"
+        block.update(status=fault.status, message=str(fault))
+        block.pop("peak_mem_mb", None)
+        code = STATUS_EXIT[fault.status]
+        if args.check:
+            return block, code
+    finally:
+        for contestant in contestants:
+            contestant.close()
+    record(args, block, started, {
+        "target": t.TARGET, "harness_sha": harness, "kernel_sha": kernel_sha,
+        "champion_sha": champion_sha, "geomean_us": f"{geomean_us:.1f}" if geomean_us else ""})
+    return block, code
+
+
+def main_of(t):
+    """A target's run_experiment.py as a program: one trial (or `--revert`), one result block
+    on stdout, one exit code."""
+    args = parse_trial_args(t.__doc__.splitlines()[0], t.KERNEL_PATH, t.ROUNDS)
     started = time.monotonic()
     if importlib.util.find_spec("numba") is None:
         print("error: numba is not installed in this Python: run `make setup`", file=sys.stderr)
@@ -1041,15 +1115,14 @@ def main_of(trial, target, kernel_path, args):
         progress("DESC had tabs or newlines: they are logged as spaces")
     try:
         if args.revert:
-            return revert(target, kernel_path, args.results)
-        block, code = trial(args, started)
+            return revert(t.TARGET, t.KERNEL_PATH, args.results)
+        block, code = run_trial(t, args, started)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     block.setdefault("total_seconds", f"{time.monotonic() - started:.1f}")
     print_block(block)
     return code
-
 
 if __name__ == "__main__" and sys.argv[1:2] == ["contestant"]:
     contestant_main(*(int(fd) for fd in sys.argv[2:6]))

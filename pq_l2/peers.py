@@ -215,7 +215,7 @@ def time_rounds(impls, workloads, rounds, cpus):
     for r in range(1 + rounds):
         for index in order_rng.permutation(len(workloads)):
             w = workloads[index]
-            queries = inputs.draw_queries(w, judge.QUERIES_PER_BATCH,
+            queries = inputs.draw_queries(w, judge.CALLS_PER_BATCH,
                                           common.mix_seeds(QUERY_SEED, w["name"], r))
             calls = [(q, inputs.SPEED_K) for q in queries]
             shift = (r + int(index)) % len(impls)  # each implementation takes each slot
@@ -260,9 +260,9 @@ def report(us, roofs, names, labels, extra):
         cells = "".join(f"{us[label][n]:10.1f}" for label in labels)
         memory, lookups, roof = roofs[n]
         print(f"{n:18}{cells}{roof:10.1f}{memory:9.1f}{lookups:9.1f}")
-    per_query = TRANSPORT_US_PER_BATCH / judge.QUERIES_PER_BATCH
+    per_query = TRANSPORT_US_PER_BATCH / judge.CALLS_PER_BATCH
     print(f"contestant figures include ~{TRANSPORT_US_PER_BATCH} us of pipe transport per "
-          f"batch of {judge.QUERIES_PER_BATCH} (~{per_query:.0f} us/query); in-process peers "
+          f"batch of {judge.CALLS_PER_BATCH} (~{per_query:.0f} us/query); in-process peers "
           "pay none")
     us = {**us, "roofline": {n: roofs[n][2] for n in names}}
     block = {"target": judge.TARGET, **extra,
@@ -333,7 +333,7 @@ def main(argv=None):
               file=sys.stderr)
         return common.EXIT_INCORRECT
     names = [w["name"] for w in workloads]
-    us = {label: {n: float(np.median(v[n])) / judge.QUERIES_PER_BATCH / 1e3 for n in names}
+    us = {label: {n: float(np.median(v[n])) / judge.CALLS_PER_BATCH / 1e3 for n in names}
           for label, v in ns.items()}
     if "baseline" not in us:
         us["baseline"] = us["champion"]  # one kernel plays both (pick_kernels said why)
@@ -344,7 +344,7 @@ def main(argv=None):
              "baseline_sha": next((k[2] for k in kernels if k[0] == "baseline"), kernels[0][2]),
              "champion_sha": kernels[-1][2],
              "verified": "every answer of the untimed first round, by the oracle",
-             "rounds": rounds, "queries_per_batch": judge.QUERIES_PER_BATCH,
+             "rounds": rounds, "queries_per_batch": judge.CALLS_PER_BATCH,
              "memory_bandwidth_gbs": f"{bandwidth:.1f}",
              "assumed_loads_per_cycle": ASSUMED_LOADS_PER_CYCLE,
              "clock_ghz": f"{ghz:.3f} ({clock_source})"}

@@ -1,18 +1,15 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """FIXED: one __target__ trial, the judge. `make run TARGET=__target__ DESC="what I tried"`.
 
-Checks the candidate kernels.py against the oracle, times it side by side with the champion,
-appends one row to results.tsv and prints the result block. The rules are in HARNESS.md.
-This process never imports kernels.py (common.Contestant runs it); the shared steps are in
-common.py, the story of the trial is told here. TODO(__target__): the four functions below the
-constants are all that a new target rewrites.
+What is particular to __target__: its fixtures, how the battery is checked, what a timed call is
+and how its output is checked. The trial itself (correctness in step, timing side by side, the
+gate, one row in results.tsv) is common.run_trial; the rules are in HARNESS.md. This process
+never imports kernels.py: kernels run in contestant processes (common.Contestant).
+TODO(__target__): rewrite the constants and the five functions below.
 """
-import os
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -65,75 +62,10 @@ def check_timed(workload, calls, outs, spot):
     return None
 
 
-def trial(args, started):
-    rows = common.read_results(args.results)
-    harness = common.harness_sha()
-    candidate_source = common.read_kernel(args.kernel)
-    if args.check:  # the working file as it is; no champion, no row
-        champion_source, champion_sha, champion_speedup, is_baseline = None, "", 1.0, False
-    else:
-        champion_source, champion_sha, champion_speedup, is_baseline, candidate_source = \
-            common.pick_champion(TARGET, KERNEL_PATH, args, rows, harness, candidate_source)
-    kernel_sha = common.save_snapshot(args.results, TARGET, candidate_source)
-    battery, workloads = inputs.make_battery(), inputs.make_speed_workloads()
-    budget_end = time.monotonic() + common.TIME_BUDGET_SECS
-    block = {"target": TARGET, "status": "", "correctness": "not run", "verdict": "discard"}
-    geomean_us = None  # set by the gate
-    contestants = []
-    try:
-        common.progress("loading and compiling the kernels")
-        cpus = sorted(os.sched_getaffinity(0))
-        bench_cpu = cpus[-1]  # both contestants are timed on this core
-        candidate = common.Contestant("candidate", candidate_source, KERNEL_CLASS, HERE,
-                                      budget_end, bench_cpu)
-        contestants.append(candidate)
-        if not args.check:
-            champion = common.Contestant("champion", champion_source, KERNEL_CLASS, HERE,
-                                         budget_end, cpus[0])  # the other core, for now
-            contestants.append(champion)
-        for contestant in contestants:
-            contestant.receive("import of kernels.py" if contestant is candidate
-                               else "import of the champion kernels.py")
-        check_battery(contestants, battery)
-        for contestant in contestants:
-            contestant.verify("the end of correctness")
-        block["correctness"] = "pass"
-        if args.check:
-            common.check_untouched(harness, cache_intact=True)
-            block.update(status="checked", verdict="none")
-            return block, common.EXIT_OK
-        champion.pin(bench_cpu)
-        if len(cpus) > 1:
-            os.sched_setaffinity(0, set(cpus[:-1]))  # the judge stays off the benchmark core
-        common.progress(f"timing {len(workloads)} combos x {args.rounds} rounds, "
-                        f"interleaved with the champion {champion_sha}")
-        stats = common.time_side_by_side(candidate, champion, workloads, args.rounds,
-                                         np.random.default_rng(), KERNEL_METHOD, init_args,
-                                         draw_calls, check_timed)
-        for contestant in contestants:
-            contestant.verify("the end of timing")
-        block["peak_mem_mb"] = f"{candidate.peak_rss_mb():.1f}"
-        common.check_untouched(harness, cache_intact=True)
-        geomean_us = common.gate(block, stats, is_baseline, champion_speedup, CALLS_PER_BATCH,
-                                 UNIT)
-        code = common.EXIT_OK
-    except common.TrialFault as fault:
-        if block["correctness"] == "not run" and fault.status == "fail":
-            block["correctness"] = "fail"
-        block.update(status=fault.status, message=str(fault))
-        block.pop("peak_mem_mb", None)
-        code = common.STATUS_EXIT[fault.status]
-        if args.check:
-            return block, code
-    finally:
-        for contestant in contestants:
-            contestant.close()
-    common.record(args, block, started, {
-        "target": TARGET, "harness_sha": harness, "kernel_sha": kernel_sha,
-        "champion_sha": champion_sha, "geomean_us": f"{geomean_us:.1f}" if geomean_us else ""})
-    return block, code
+def fixtures():
+    """(battery, speed workloads, a check that cached fixtures are intact: none are cached)."""
+    return inputs.make_battery(), inputs.make_speed_workloads(), lambda: True
 
 
 if __name__ == "__main__":
-    sys.exit(common.main_of(trial, TARGET, KERNEL_PATH,
-                            common.parse_trial_args(__doc__.splitlines()[0], KERNEL_PATH, ROUNDS)))
+    sys.exit(common.main_of(sys.modules[__name__]))
