@@ -1103,6 +1103,20 @@ def run_trial(t, args, started):
     return block, code
 
 
+def git_note():
+    """One line on the state of git, or None when all is plain (a clean branch checkout)."""
+    if git("rev-parse", "--git-dir") is None:
+        return "no git repository (or no git): rows record commit 'none'"
+    if git("symbolic-ref", "-q", "HEAD") is None:
+        return "detached HEAD: rows record the commit, not a branch"
+    changed = [line[3:] for line in (git("status", "--porcelain") or b"").decode().splitlines()
+               if not line[3:].endswith(("kernels.py", "lessons.md"))]
+    if changed:
+        return (f"uncommitted harness changes ({', '.join(changed[:3])}"
+                f"{', ...' if len(changed) > 3 else ''}): harness_sha covers them")
+    return None
+
+
 def main_of(t):
     """A target's run_experiment.py as a program: one trial (or `--revert`), one result block
     on stdout, one exit code."""
@@ -1113,6 +1127,9 @@ def main_of(t):
         return EXIT_USAGE
     if clean_field(args.desc) != args.desc.strip():
         progress("DESC had tabs or newlines: they are logged as spaces")
+    note = git_note()
+    if note:
+        progress(f"git: {note}")
     try:
         if args.revert:
             return revert(t.TARGET, t.KERNEL_PATH, args.results)

@@ -465,3 +465,27 @@ def test_verify_catches_processes_where_seccomp_is_missing(monkeypatch):
         assert info.value.status == "fail" and "started processes" in str(info.value)
     finally:
         contestant.close()
+
+
+# ---------------------------------------------------------------- git states: one line each
+def test_git_note_names_each_state(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    assert "no git repository" in common.git_note()
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",
+                        *args], check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    (tmp_path / "harness.py").write_text("x = 1\n")
+    git("add", "harness.py")
+    git("commit", "-qm", "one")
+    assert common.git_note() is None
+    (tmp_path / "kernels.py").write_text("edited\n")  # the agent's file: not worth a note
+    assert common.git_note() is None
+    (tmp_path / "harness.py").write_text("x = 2\n")
+    assert common.git_note() == ("uncommitted harness changes (harness.py): harness_sha "
+                                 "covers them")
+    git("checkout", "-q", "--", "harness.py")
+    git("checkout", "-q", "--detach")
+    assert "detached HEAD" in common.git_note()
