@@ -13,6 +13,14 @@ JUDGE = "pq_l2/run_experiment.py"
 TRIAL_ROUNDS = "2"  # the fewest rounds that still give a CI: trials stay a few seconds
 TRIAL_TIMEOUT_SECS = 120  # a hung judge fails its test instead of hanging the suite
 
+
+
+def pytest_configure(config):
+    # Contestants fork from the test process and exec at once, so lance's fork-safety warning
+    # (lance is imported by the conformance test) does not apply to them.
+    config.addinivalue_line("filterwarnings", "ignore:lance is not fork-safe")
+
+
 # The judge's modules import as top-level names (common, inputs, reference), as it does.
 for path in (REPO, TARGET_DIR):
     if str(path) not in sys.path:

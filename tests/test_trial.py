@@ -43,6 +43,12 @@ class PqKernel:
 '''
 
 
+
+def error_lines(done):
+    """stderr without the judge's `[harness]` progress lines (a git note, say)."""
+    return [line for line in done.stderr.strip().splitlines()
+            if not line.startswith("[harness]")]
+
 def override(body):
     """NUMPY_KERNEL with probe_top_k replaced by `body` (indented 8 spaces)."""
     return NUMPY_KERNEL + f'''
@@ -230,7 +236,7 @@ def test_damaged_results_is_a_usage_error(tmp_path):
     done, _ = run_trial(kernel, results)
     assert done.returncode == common.EXIT_USAGE, why(done)
     assert done.stdout == ""  # no block
-    (line,) = done.stderr.strip().splitlines()
+    (line,) = error_lines(done)
     assert line.startswith("error: ") and "line 2" in line
     assert results.read_text() == damaged
 
@@ -271,6 +277,6 @@ def test_missing_kernel_file_is_a_usage_error(tmp_path, missing):
     results = tmp_path / "results.tsv"
     done, _ = run_trial(kernel, results, champion=champion)
     assert done.returncode == common.EXIT_USAGE, why(done)
-    (line,) = done.stderr.strip().splitlines()  # one clean line, no traceback
+    (line,) = error_lines(done)  # one clean line, no traceback
     assert line.startswith("error: ") and "absent.py" in line
     assert not results.exists()
