@@ -42,6 +42,8 @@ CALL_DEADLINE_SECS = 30 * DEADLINE_SCALE  # one request: a battery case (with th
 #                                           compile of a first call) or a timed batch
 CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-space cap
 MAX_MESSAGE_BYTES = 256 << 20  # a reply larger than this is a contract violation
+REPLY_HEADER_BYTES = 1 << 20  # a reply's JSON header lives before its arrays
+OUTPUT_SLOT = "__output_slot__"  # marks a call argument the contestant fills (output_slot)
 
 CI_Z = 1.6449  # two-sided 90 % normal quantile; small samples get the t correction below
 T90_TABLE = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796,
@@ -275,11 +277,32 @@ def _recv_frame(fd, deadline):
     return _read_exact(fd, size, deadline)
 
 
-def encode_arrays(results, out=None):
-    """Contestant side: a list of output tuples -> size-prefixed JSON header + raw bytes,
-    written straight into `out` (the shared reply buffer: one copy per array); returns the
-    size. Without `out`, returns the bytes. Plain ndarrays only."""
-    header, arrays = [], []
+def output_slot(dtype, length):
+    """A call argument the contestant replaces with a writable array in the reply memory: a
+    kernel that fills it and returns it (or a prefix of it) sends its output without a copy."""
+    return (OUTPUT_SLOT, np.dtype(dtype).str, int(length))
+
+
+def _fill_slots(call_args, replies, cursor):
+    """Contestant side: output slots become views into the reply memory, past the header."""
+    filled = []
+    for arg in call_args:
+        if type(arg) is tuple and len(arg) == 3 and arg[0] == OUTPUT_SLOT:
+            dtype = np.dtype(arg[1])
+            filled.append(np.frombuffer(replies, dtype, arg[2], cursor[0]))
+            cursor[0] += -(-arg[2] * dtype.itemsize // 64) * 64
+        else:
+            filled.append(arg)
+    return tuple(filled)
+
+
+def encode_arrays(results, out=None, start=REPLY_HEADER_BYTES):
+    """Contestant side: a list of output tuples -> the reply: a size-prefixed JSON header at
+    offset 0, arrays at the offsets it names. Arrays already in `out` (filled output slots)
+    stay where they are; others are copied once, from `start` on. Returns the reply's size
+    (without `out`, its bytes). Plain ndarrays only."""
+    header, copies, pos = [], [], start
+    base = None if out is None else np.frombuffer(out, np.uint8).ctypes.data
     for result in results:
         if not isinstance(result, tuple):
             raise TypeError(f"an output is {type(result).__name__}, expected a tuple of arrays")
@@ -288,48 +311,53 @@ def encode_arrays(results, out=None):
             if type(arr) is not np.ndarray:
                 raise TypeError(f"an output element is {type(arr).__module__}."
                                 f"{type(arr).__name__}, not exactly numpy.ndarray")
-            entry.append([arr.dtype.str, list(arr.shape), arr.nbytes])
-            arrays.append(arr)
+            where = None if base is None else arr.ctypes.data - base
+            if not (arr.flags.c_contiguous and where is not None
+                    and REPLY_HEADER_BYTES <= where <= len(out) - arr.nbytes):
+                where = pos
+                copies.append((arr, pos))
+                pos += -(-arr.nbytes // 64) * 64
+            entry.append([arr.dtype.str, list(arr.shape), arr.nbytes, where])
         header.append(entry)
-    return _write_reply({"ok": True, "outs": header}, arrays, out)
+    return _write_reply({"ok": True, "outs": header}, copies, out)
 
 
-def _write_reply(head, arrays, out):
+def _write_reply(head, copies, out):
     head = json.dumps(head).encode()
-    size = 8 + len(head) + sum(a.nbytes for a in arrays)
-    if size > MAX_MESSAGE_BYTES:
+    ends = [8 + len(head)] + [e[3] + e[2] for entry in json.loads(head).get("outs", [])
+                              for e in entry]
+    size = max(ends)
+    if 8 + len(head) > REPLY_HEADER_BYTES or size > MAX_MESSAGE_BYTES:
         raise ValueError(f"outputs of {size} bytes exceed the {MAX_MESSAGE_BYTES} byte limit")
     buffer = bytearray(size) if out is None else out
     buffer[:8 + len(head)] = struct.pack("<Q", len(head)) + head
-    pos = 8 + len(head)
-    for arr in arrays:
+    for arr, pos in copies:
         view = np.frombuffer(buffer, np.uint8, arr.nbytes, pos)
         view[:] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-        pos += arr.nbytes
     return bytes(buffer) if out is None else size
 
 
 def decode_arrays(payload):
-    """Judge side: rebuild arrays from untrusted bytes; only plain numeric dtypes are accepted."""
+    """Judge side: rebuild arrays from untrusted bytes; only plain numeric dtypes, each within
+    the reply and clear of its header."""
     (head_size,) = struct.unpack_from("<Q", payload)
     head = json.loads(payload[8:8 + head_size])
     if not head.get("ok"):
         return None, str(head.get("error", "unknown contestant error"))
-    pos, outs = 8 + head_size, []
+    outs = []
     for entry in head["outs"]:
         out = []
-        for dtype_str, shape, nbytes in entry:
+        for dtype_str, shape, nbytes, pos in entry:
             dtype = np.dtype(dtype_str)
             if dtype.kind not in "biuf" or dtype.itemsize > 8:
                 raise ValueError(f"dtype {dtype_str} is not a plain numeric type")
             count = int(np.prod(shape)) if shape else 1
-            if nbytes != count * dtype.itemsize or pos + nbytes > len(payload):
+            if nbytes != count * dtype.itemsize:
                 raise ValueError("array byte count does not match its shape")
+            if pos < 8 + head_size or pos + nbytes > len(payload):
+                raise ValueError("array lies outside the reply")
             out.append(np.frombuffer(payload, dtype, count, pos).reshape(shape))
-            pos += nbytes
         outs.append(tuple(out))
-    if pos != len(payload):
-        raise ValueError("trailing bytes after the last array")
     return outs, None
 
 
@@ -510,6 +538,7 @@ class Contestant:
             layout.append((pos, raw.nbytes))
             pos += -(-raw.nbytes // 64) * 64  # cache-line aligned, like a fresh allocation
         payload = pickle.dumps((layout, message))
+        self.expected_outputs = len(args[2]) if op == "call" else 0
         self.limit_secs = limit_secs
         self.deadline = min(time.monotonic() + limit_secs, self.budget_end)
         self.cpu_start = process_cpu_ns(self.proc.pid)
@@ -530,6 +559,8 @@ class Contestant:
             if size > MAX_MESSAGE_BYTES:
                 raise ValueError(f"reply of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
             outs, error = decode_arrays(self.replies[:size])  # a copy the kernel cannot touch
+            if error is None and len(outs) != self.expected_outputs:
+                raise ValueError(f"{len(outs)} outputs for {self.expected_outputs} calls")
         except TimeoutError:
             self.kill()
             limit = ("the trial's time budget" if deadline >= self.budget_end
@@ -668,8 +699,10 @@ def contestant_main(fd_in, fd_out, fd_replies, fd_requests):
             elif op == "call":
                 handle, method, arg_list = args
                 bound = getattr(instances[handle], method)
-                results = [bound(*call_args) for call_args in arg_list]
-                size = encode_arrays(results, replies)
+                cursor = [REPLY_HEADER_BYTES]
+                results = [bound(*_fill_slots(call_args, replies, cursor))
+                           for call_args in arg_list]
+                size = encode_arrays(results, replies, cursor[0])
             elif op == "verify":
                 for handle, seen in inputs_seen.items():
                     _check_inputs(seen, handle)

@@ -6,8 +6,8 @@ The baseline below is the straightforward loop: per chunk read the width from it
 word, then for each lane and each of its T rows pull W bits out of the lane's words (low bits
 first, spilling into the next word) and store the value at its FastLanes position. The width,
 word and shift are runtime values here; Lance's Rust has one unrolled kernel per (T, W).
-The page arrives as a read-only uint8 array (viewed as words of T without a copy); the output
-is a new array.
+The page arrives as a read-only uint8 array (viewed as words of T without a copy); the values
+go into `out`, a buffer of whole chunks the caller provides.
 """
 import numpy as np
 from numba import njit
@@ -48,8 +48,6 @@ class BitpackKernel:
     def __init__(self, bits):
         self.dtype = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[bits]
 
-    def decode(self, page, num_values):
+    def decode(self, page, num_values, out):
         page = np.frombuffer(page, self.dtype)  # the page's bytes as words of T, no copy
-        padded = (num_values + CHUNK_VALUES - 1) // CHUNK_VALUES * CHUNK_VALUES
-        out = np.empty(padded, self.dtype)  # the last chunk decodes in full, then is cut
-        return (_decode(page, num_values, out)[:num_values],)
+        return (_decode(page, num_values, out)[:num_values],)  # out: whole chunks, then cut

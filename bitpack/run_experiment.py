@@ -35,7 +35,7 @@ def check_battery(contestants, battery):
         bits = case["bits"]
         where = f"case {case['name']}"
         common.in_step(contestants, f"__init__ of {where}", "init", "battery", (bits,))
-        calls = [(p["page"].view(np.uint8), p["count"]) for p in case["pages"]]
+        calls = [call(p["page"], p["count"], bits) for p in case["pages"]]
         answers = common.in_step(contestants, where, "call", "battery", KERNEL_METHOD, calls)
         for j, page in enumerate(case["pages"]):
             want = reference.unpack_literal(page["page"], page["count"], bits)
@@ -53,11 +53,18 @@ def init_args(workload):
     return (workload["bits"],)
 
 
+def call(page, num_values, bits):
+    """decode's arguments: the page's bytes, the count, and an output buffer in the reply
+    memory, padded to whole chunks (as Lance decodes a whole chunk into its caller's buffer)."""
+    padded = -(-num_values // inputs.CHUNK_VALUES) * inputs.CHUNK_VALUES
+    return page.view(np.uint8), num_values, common.output_slot(f"u{bits // 8}", padded)
+
+
 def draw_calls(workload, seed):
     """Fresh pages; their values are kept on the workload for check_timed (same batch)."""
     pages = inputs.draw_pages(workload, CALLS_PER_BATCH, seed)
     workload["expected"] = [values for _, values in pages]
-    return [(page.view(np.uint8), len(values)) for page, values in pages]
+    return [call(page, len(values), workload["bits"]) for page, values in pages]
 
 
 def check_timed(workload, calls, outs, spot):

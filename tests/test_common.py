@@ -366,12 +366,14 @@ def test_wrong_header_is_a_usage_error(tmp_path):
 # ---------------------------------------------------------------- the reply codec
 def split_payload(payload):
     (size,) = struct.unpack_from("<Q", payload)
-    return json.loads(payload[8:8 + size]), payload[8 + size:]
+    return json.loads(payload[8:8 + size]), payload[common.REPLY_HEADER_BYTES:]
 
 
-def join_payload(head, blobs):
+def join_payload(head, arrays):
+    """A reply with a rewritten header; the arrays stay at their offsets."""
     raw = json.dumps(head).encode()
-    return struct.pack("<Q", len(raw)) + raw + blobs
+    header = struct.pack("<Q", len(raw)) + raw
+    return header + bytes(common.REPLY_HEADER_BYTES - len(header)) + arrays
 
 
 def sample_payload():
@@ -396,28 +398,38 @@ def test_decode_error_reply():
 @pytest.mark.parametrize("dtype", ["|O", "<U4", "<c16", "|V8", "<M8[s]", "<f16"])
 def test_decode_rejects_non_numeric_dtypes(dtype):
     payload, _, _ = sample_payload()
-    head, blobs = split_payload(payload)
+    head, arrays = split_payload(payload)
     head["outs"][0][0][0] = dtype
-    with pytest.raises(ValueError):
-        common.decode_arrays(join_payload(head, blobs))
+    with pytest.raises(ValueError, match="not a plain numeric type"):
+        common.decode_arrays(join_payload(head, arrays))
 
 
 def test_decode_rejects_byte_count_mismatch():
     payload, _, _ = sample_payload()
-    head, blobs = split_payload(payload)
+    head, arrays = split_payload(payload)
     head["outs"][0][0][1] = [6]  # shape claims more elements than nbytes holds
-    with pytest.raises(ValueError):
-        common.decode_arrays(join_payload(head, blobs))
-    head, blobs = split_payload(payload)
-    head["outs"][1][1][1:] = [[3], 12]  # consistent with itself, but past the payload's end
-    with pytest.raises(ValueError):
-        common.decode_arrays(join_payload(head, blobs))
+    with pytest.raises(ValueError, match="byte count"):
+        common.decode_arrays(join_payload(head, arrays))
 
 
-def test_decode_rejects_trailing_bytes():
+@pytest.mark.parametrize("where", ["header", "past the end"])
+def test_decode_rejects_arrays_outside_the_reply(where):
     payload, _, _ = sample_payload()
-    with pytest.raises(ValueError):
-        common.decode_arrays(payload + b"\0")
+    head, arrays = split_payload(payload)
+    head["outs"][1][1][3] = 8 if where == "header" else len(payload) - 4
+    with pytest.raises(ValueError, match="outside the reply"):
+        common.decode_arrays(join_payload(head, arrays))
+
+
+def test_filled_output_slot_is_sent_in_place():
+    replies = bytearray(common.REPLY_HEADER_BYTES + 4096)
+    cursor = [common.REPLY_HEADER_BYTES]
+    (out,) = common._fill_slots((common.output_slot(np.uint32, 100),), replies, cursor)
+    out[:] = np.arange(100, dtype=np.uint32)
+    size = common.encode_arrays([(out[:60],)], replies, cursor[0])
+    outs, _ = common.decode_arrays(bytes(replies[:size]))
+    np.testing.assert_array_equal(outs[0][0], np.arange(60, dtype=np.uint32))
+    assert size == common.REPLY_HEADER_BYTES + 60 * 4  # no copy was appended
 
 
 class TrivialSubclass(np.ndarray):
