@@ -341,7 +341,7 @@ def decode_arrays(payload):
     """Judge side: rebuild arrays from untrusted bytes; only plain numeric dtypes, each within
     the reply and clear of its header."""
     (head_size,) = struct.unpack_from("<Q", payload)
-    head = json.loads(payload[8:8 + head_size])
+    head = json.loads(bytes(payload[8:8 + head_size]))
     if not head.get("ok"):
         return None, str(head.get("error", "unknown contestant error"))
     outs = []
@@ -558,7 +558,9 @@ class Contestant:
             cpu = process_cpu_ns(self.proc.pid) - self.cpu_start
             if size > MAX_MESSAGE_BYTES:
                 raise ValueError(f"reply of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
-            outs, error = decode_arrays(self.replies[:size])  # a copy the kernel cannot touch
+            outs, error = decode_arrays(memoryview(self.replies)[:size])
+            # Copies the kernel cannot touch: only the arrays, not the header's 1 MiB.
+            outs = outs and [tuple(a.copy() for a in out) for out in outs]
             if error is None and len(outs) != self.expected_outputs:
                 raise ValueError(f"{len(outs)} outputs for {self.expected_outputs} calls")
         except TimeoutError:
@@ -636,8 +638,11 @@ class Contestant:
 
     def close(self):
         self.kill()
-        self.replies.close()
-        self.requests.close()
+        for shared in (self.replies, self.requests):
+            try:
+                shared.close()
+            except BufferError:  # a view from a malformed reply lingers: the GC unmaps it
+                pass
         for fd in (self.to_child, self.from_child):
             try:
                 os.close(fd)
