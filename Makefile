@@ -28,45 +28,34 @@ lint: $(PY)
 	@$(PY) -m ruff check .
 
 calibrate: $(PY) known-target ## speed, noise and power figures of the gate (minutes)
-	@$(PY) calibrate.py --target $(TARGET)
+	@$(PY) tools/calibrate.py --target $(TARGET)
 
-conformance: $(VENV)/.conformance ## the pq_l2 oracle against real Lance (pylance; ~15 s)
-	@$(PY) pq_l2/conformance.py
+conformance: $(VENV)/.conformance known-target ## the oracle against real Lance (pylance)
+	@test -f "$(TARGET)/conformance.py" || { echo "error: $(TARGET) has no conformance.py"; exit 5; }
+	@$(PY) $(TARGET)/conformance.py
 
 report: $(PY) ## best kernel, counts and the last 10 runs, per target (TARGET=<t>: one)
-	@$(PY) report.py report $(REPORT_TARGET)
+	@$(PY) tools/report.py report $(REPORT_TARGET)
 
 plot: $(VENV)/.extras ## results.png: speedup per run, one panel per target (matplotlib)
-	@$(PY) report.py plot $(REPORT_TARGET)
+	@$(PY) tools/report.py plot $(REPORT_TARGET)
 
 peers: $(VENV)/.peers known-target ## kernels vs faiss, numpy and the roofline (faiss-cpu; ~15 s)
 	@test -f "$(TARGET)/peers.py" || { echo "error: $(TARGET) has no peers.py"; exit 5; }
 	@$(PY) $(TARGET)/peers.py
 
-new-target: $(PY) ## scaffold NAME/ from templates/target/ (see docs/adding-a-target.md)
-	@$(PY) new_target.py "$(NAME)"
+new-target: $(PY) ## scaffold NAME/ from tools/templates/target/ (see docs/adding-a-target.md)
+	@$(PY) tools/new_target.py "$(NAME)"
 
 stress: $(PY) ## a hang returns within budget; 20 parallel runs, some SIGKILLed, lose no row (minutes)
-	@$(PY) stress.py
+	@$(PY) tools/stress.py
 
 setup: $(PY)
 
-$(VENV)/.extras: requirements-extras.txt $(PY)
-	@echo "[harness] installing requirements-extras.txt into $(VENV) (first use only)" >&2
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-extras.txt \
-		|| { echo "error: pip could not install requirements-extras.txt"; exit 5; }
-	@touch $@
-
-$(VENV)/.peers: requirements-peers.txt $(PY)
-	@echo "[harness] installing requirements-peers.txt into $(VENV) (first use only)" >&2
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-peers.txt \
-		|| { echo "error: pip could not install requirements-peers.txt"; exit 5; }
-	@touch $@
-
-$(VENV)/.conformance: requirements-conformance.txt $(PY)
-	@echo "[harness] installing requirements-conformance.txt into $(VENV) (first use only)" >&2
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-conformance.txt \
-		|| { echo "error: pip could not install requirements-conformance.txt"; exit 5; }
+$(VENV)/.%: tools/requirements-%.txt $(PY) ## an optional extra, installed on first use
+	@echo "[harness] installing $< into $(VENV) (first use only)" >&2
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r $< \
+		|| { echo "error: pip could not install $<"; exit 5; }
 	@touch $@
 
 $(PY): requirements.txt

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """FIXED: deterministic bitpack fixtures: the correctness battery and the speed workloads.
 
-Values come from named seeds through SplitMix64 (common.py); pages are built from them by
+Values come from named seeds through SplitMix64 (seeds.py); pages are built from them by
 `pack`, a vectorised packer written apart from the oracle (reference.py), so a round trip
 through both is a real cross-check (tests/test_bitpack.py). Generation takes milliseconds, so
 nothing is cached on disk; every timed batch gets freshly drawn pages.
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import mix_seeds, splitmix64_stream  # noqa: E402
+from seeds import mix_seeds, splitmix64_stream  # noqa: E402
 
 FIXTURE_SEED = 0x5EED_B175  # root of every battery page
 CHUNK_VALUES = 1024  # values per chunk (Lance's ELEMS_PER_CHUNK)

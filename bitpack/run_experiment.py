@@ -3,22 +3,20 @@
 
 What is particular to bitpack: its fixtures, how the battery is checked, what a timed call is
 and how its output is checked. The trial itself (correctness in step, timing side by side, the
-gate, one row in results.tsv) is common.run_trial; the rules are in HARNESS.md. This process
-never imports kernels.py: kernels run in contestant processes (common.Contestant).
+gate, one row in results.tsv) is common.py; the rules are in HARNESS.md. This process never
+imports kernels.py: kernels run in contestant processes (contestant.py).
 """
 import sys
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
+import contestant  # noqa: E402
 import inputs  # noqa: E402
 import reference  # noqa: E402
 
-TARGET = HERE.name
-KERNEL_PATH = HERE / "kernels.py"
 KERNEL_CLASS = "BitpackKernel"
 KERNEL_METHOD = "decode"
 ROUNDS = 16  # timed rounds; each round times every combo once per kernel
@@ -57,7 +55,7 @@ def call(page, num_values, bits):
     """decode's arguments: the page's bytes, the count, and an output buffer in the reply
     memory, padded to whole chunks (as Lance decodes a whole chunk into its caller's buffer)."""
     padded = -(-num_values // inputs.CHUNK_VALUES) * inputs.CHUNK_VALUES
-    return page.view(np.uint8), num_values, common.output_slot(f"u{bits // 8}", padded)
+    return page.view(np.uint8), num_values, contestant.output_slot(f"u{bits // 8}", padded)
 
 
 def draw_calls(workload, seed):

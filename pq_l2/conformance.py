@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""FIXED: proves the pq_l2 oracle (reference.py) agrees with real Lance (pylance).
+"""TOOL: proves the pq_l2 oracle (reference.py) agrees with real Lance (pylance).
 
-`make conformance` (optional extra: requirements-conformance.txt). For every speed workload and
-the battery's large_dynamic_range and ties cases, the base vectors go into a temporary Lance
+`make conformance` (optional extra: tools/requirements-conformance.txt). For every speed workload
+and the battery's large_dynamic_range and ties cases, the base vectors go into a temporary Lance
 dataset with an IVF_PQ index built from the fixture's own codebook: one partition whose centroid
 is zero, so the IVF residual is the vector itself and Lance's `_distance` is its plain PQ
 (ADC) distance. Lance's top-k for fresh queries must pass reference.topk_consistent against
@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import inputs  # noqa: E402
 import reference  # noqa: E402
-from common import EXIT_INCORRECT, EXIT_USAGE, mix_seeds  # noqa: E402
+from ledger import EXIT_INCORRECT, EXIT_USAGE  # noqa: E402
+from seeds import mix_seeds  # noqa: E402
 
 try:
     import lance
@@ -128,7 +129,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if lance is None:
         print("error: pylance is not installed: run "
-              ".venv/bin/pip install -r requirements-conformance.txt", file=sys.stderr)
+              ".venv/bin/pip install -r tools/requirements-conformance.txt", file=sys.stderr)
         return EXIT_USAGE
     start, failures, totals = time.perf_counter(), [], [0, 0, 0, 0]
     print(f"pylance {lance.__version__}: oracle vs Lance IVF_PQ (1 zero partition, nprobes 1, "

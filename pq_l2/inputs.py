@@ -1,12 +1,11 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """FIXED: deterministic pq_l2 fixtures: the correctness battery and the speed workloads.
 
-Every array comes from a named seed through SplitMix64 (common.py), so fixtures are identical
+Every array comes from a named seed through SplitMix64 (seeds.py), so fixtures are identical
 on every machine. Generation takes seconds, so fixtures are cached in .cache/pq_l2/, keyed by
 this file's code and the seeds, and verified by hash on every load.
 """
 import hashlib
-import inspect
 import io
 import os
 import sys
@@ -16,7 +15,8 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import CACHE_DIR, mix_seeds, progress, sha256_hex, standard_normal, uniform01  # noqa: E402
+from common import CACHE_DIR, progress, sha256_hex  # noqa: E402
+from seeds import mix_seeds, standard_normal, uniform01  # noqa: E402
 
 FIXTURE_SEED = 0x5EED_2026  # root of every fixture array
 NUM_CENTROIDS = 256  # 8-bit PQ, as in Lance
@@ -175,13 +175,9 @@ def draw_queries(workload, count, seed):
 
 # ---------------------------------------------------------------- the cache
 def _cache_key():
-    """This file and the seed functions it uses from common.py, so other edits there keep
-    the cache."""
-    common = sys.modules["common"]
-    generators = (common.splitmix64_mix, common._seed_part, mix_seeds, common.splitmix64_stream,
-                  uniform01, standard_normal)
-    source = Path(__file__).read_text() + "".join(inspect.getsource(f) for f in generators)
-    return hashlib.sha256((source + str(FIXTURE_SEED)).encode()).hexdigest()[:16]
+    """This file and seeds.py: the only code the fixtures depend on."""
+    source = Path(__file__).read_bytes() + Path(sys.modules["seeds"].__file__).read_bytes()
+    return hashlib.sha256(source + str(FIXTURE_SEED).encode()).hexdigest()[:16]
 
 
 def _pack(battery, workloads):

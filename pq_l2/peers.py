@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """TOOL: where the pq_l2 kernels stand against what users would pick instead, and the hardware.
 
-`make peers TARGET=pq_l2` (faiss is an optional extra: requirements-peers.txt). Writes no row.
+`make peers TARGET=pq_l2` (faiss is an optional extra: tools/requirements-peers.txt). Writes no row.
 On the judge's speed workloads (same codebooks and codes, fresh queries from a named seed) it
 times, single-threaded and interleaved like the judge: faiss IndexPQ loaded with our codebook
 and codes, a plain vectorised numpy implementation, and the baseline and champion kernels in
-common.Contestant processes exactly as the judge runs them (process CPU time, read from
+contestant processes exactly as the judge runs them (process CPU time, read from
 outside). The first round is untimed and checks every answer of every implementation against
 the oracle. Then it prints us/query per combo, a roofline per combo (the larger of a memory
 and a table-lookup lower bound), and a `---` block of `key: value` lines.
@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+TARGET = HERE.name
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import common  # noqa: E402
@@ -46,7 +47,7 @@ BANDWIDTH_REPEATS = 8  # best of: ~10 ms each; other load on the machine only sl
 ASSUMED_LOADS_PER_CYCLE = 2  # lookups per cycle: x86 loads since Haswell/Zen 2 (Zen 3+: 3)
 FALLBACK_CLOCK_GHZ = 3.0  # used, and said, when /proc/cpuinfo has no "cpu MHz" (e.g. arm64)
 TRANSPORT_US_PER_BATCH = 80  # pipe and pickling a contestant pays per batch (run_experiment)
-INSTALL_HINT = ".venv/bin/pip install -r requirements-peers.txt"  # or `make peers`
+INSTALL_HINT = ".venv/bin/pip install -r tools/requirements-peers.txt"  # or `make peers`
 
 
 # ---------------------------------------------------------------- the in-process peers
@@ -145,18 +146,18 @@ def pick_kernels(results_path, harness):
     """([(label, source, sha)], note): baseline and champion as the judge would pick them, or
     pq_l2/kernels.py as both when results.tsv has no baseline under this harness_sha."""
     rows = common.read_results(results_path)
-    champion = common.find_champion(rows, judge.TARGET, harness)
-    baseline = next((r for r in reversed(rows) if r["target"] == judge.TARGET
+    champion = common.find_champion(rows, TARGET, harness)
+    baseline = next((r for r in reversed(rows) if r["target"] == TARGET
                      and r["status"] == "baseline" and r["harness_sha"] == harness), None)
     if champion is None or baseline is None:
-        source = judge.KERNEL_PATH.read_bytes()
+        source = (HERE / "kernels.py").read_bytes()
         why = ("no results.tsv yet" if not rows
                else f"no baseline row under harness_sha {harness}")
-        return ([("champion", source, common.sha256_hex(source)[:12])],
+        return ([("champion", source, common.sha256_hex(source)[:common.SHA_DIGITS])],
                 f"{why}: pq_l2/kernels.py serves as both baseline and champion")
     picked = []
     for label, row in (("baseline", baseline), ("champion", champion)):
-        source = common.load_snapshot(results_path, judge.TARGET, row["kernel_sha"])
+        source = common.load_snapshot(results_path, TARGET, row["kernel_sha"])
         if source is None:
             raise common.HarnessError(f"{label} snapshot {row['kernel_sha']} is missing or "
                                       "altered", common.EXIT_USAGE)
@@ -265,7 +266,7 @@ def report(us, roofs, names, labels, extra):
           f"batch of {judge.CALLS_PER_BATCH} (~{per_query:.0f} us/query); in-process peers "
           "pay none")
     us = {**us, "roofline": {n: roofs[n][2] for n in names}}
-    block = {"target": judge.TARGET, **extra,
+    block = {"target": TARGET, **extra,
              "champion_vs_faiss": ratio_text(us, "champion", "faiss", names),
              "champion_vs_numpy": ratio_text(us, "champion", "numpy", names),
              "champion_vs_roofline": ratio_text(us, "champion", "roofline", names),
@@ -289,7 +290,7 @@ def main(argv=None):
                         help="results.tsv that names the baseline and champion")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    harness = common.harness_sha()  # once: the tree may change while we run
+    harness = common.harness_sha(TARGET)  # once: the tree may change while we run
     try:
         kernels, kernels_note = pick_kernels(args.results, harness)
     except common.HarnessError as e:
@@ -331,7 +332,7 @@ def main(argv=None):
     if problems:
         print(f"DISAGREE with the oracle ({len(problems)}); first: {problems[0]}",
               file=sys.stderr)
-        return common.EXIT_INCORRECT
+        return common.STATUS_EXIT["fail"]
     names = [w["name"] for w in workloads]
     us = {label: {n: float(np.median(v[n])) / judge.CALLS_PER_BATCH / 1e3 for n in names}
           for label, v in ns.items()}

@@ -2,16 +2,15 @@
 """The bitpack target: the layout round-trips on every (T, W), the fixture packer agrees with
 the literal oracle, the oracle rejects one broken unpacker per bug class, the judge runs."""
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_trial
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_DIR = REPO / "bitpack"
-TRIAL_TIMEOUT_SECS = 120  # a hung judge fails its test instead of hanging the suite
+BASELINE = TARGET_DIR / "kernels.py"
 WORDS = (8, 16, 32, 64)  # every T Lance bit-packs
 ROUND_TRIP_VALUES = 1025  # one full chunk and a one-value tail
 ROUND_TRIP_SEED = 0xB17  # values of the round-trip pages
@@ -193,21 +192,15 @@ def test_check_rejects_wrong_types_and_lengths():
 
 
 # ---------------------------------------------------------------- the judge
-def judge(*args):
-    return subprocess.run([sys.executable, "bitpack/run_experiment.py", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=TRIAL_TIMEOUT_SECS)
-
-
-def test_check_passes_on_the_baseline():
-    done = judge("--check")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "\ncorrectness: pass\n" in done.stdout and "\nstatus: checked\n" in done.stdout
+def test_check_passes_on_the_baseline(tmp_path):
+    trial = run_trial(BASELINE, tmp_path / "results.tsv", extra=["--check"], target="bitpack")
+    assert trial.code == 0, trial.stdout + trial.stderr
+    assert trial.block["correctness"] == "pass" and trial.block["status"] == "checked"
 
 
 def test_a_short_trial_runs(tmp_path):
-    done = judge("--rounds", "2", "--champion", "bitpack/kernels.py", "--results",
-                 str(tmp_path / "results.tsv"))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "\ncorrectness: pass\n" in done.stdout
-    assert "\ngeomean_ns_per_value: " in done.stdout
+    trial = run_trial(BASELINE, tmp_path / "results.tsv", champion=BASELINE, target="bitpack")
+    assert trial.code == 0, trial.stdout + trial.stderr
+    assert trial.block["correctness"] == "pass"
+    assert float(trial.block["geomean_ns_per_value"]) > 0
     assert len((tmp_path / "results.tsv").read_text().splitlines()) == 2

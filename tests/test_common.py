@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""Unit tests of common.py: seeds, statistics, the gate, RSS, results.tsv, the reply codec."""
+"""Unit tests of the judge's modules: seeds, statistics, the gate, RSS, results.tsv, the reply
+codec, the harness hash."""
 import itertools
 import json
 import math
@@ -16,13 +17,18 @@ import pytest
 from conftest import REPO
 
 import common
+import contestant
+import ledger
+import sandbox
+import seeds
+import trials
 
 # Vigna's splitmix64.c, seed 1234567 (also the Rosetta Code "Splitmix64" task values).
 SPLITMIX_SEED = 1234567
 SPLITMIX_FIRST = (6457827717110365317, 3203168211198807973, 9817491932198370423,
                   4593380528125082431, 16408922859458223821)
 SPLITMIX_ZERO_FIRST = 0xE220A8397B1DCDAF  # first output of splitmix64 seeded with 0
-STREAM_SEEDS = (0, 1, SPLITMIX_SEED, common.MASK64, 2**63 + 12345)  # incl. wrap-around
+STREAM_SEEDS = (0, 1, SPLITMIX_SEED, seeds.MASK64, 2**63 + 12345)  # incl. wrap-around
 STREAM_COUNT = 1000
 SMALL_SEEDS = range(51)
 TOUCH_MB = 200  # resident allocation the RSS probe must see
@@ -33,71 +39,71 @@ T_TABLE_90 = {3: 2.3534, 4: 2.1318, 5: 2.0150, 10: 1.8125, 30: 1.6973}  # Studen
 HWM_SLACK_MB = 8  # the kernel's RSS counters are per-CPU batched: reads jitter slightly
 LOG_PATTERN = (-0.02, 0.01, 0.03, -0.015, 0.005)  # deterministic "noisy" log ratios
 
-ROW = {c: f"{c}-value" for c in common.RESULTS_COLUMNS if c != "row_mac"}
+ROW = {c: f"{c}-value" for c in ledger.RESULTS_COLUMNS if c != "row_mac"}
 MAC = re.compile(r"[0-9a-f]{16}")
 
 
 # ---------------------------------------------------------------- seeds
 def test_splitmix64_known_answers():
-    rng = common.SplitMix64(SPLITMIX_SEED)
+    rng = seeds.SplitMix64(SPLITMIX_SEED)
     assert tuple(rng.next_u64() for _ in SPLITMIX_FIRST) == SPLITMIX_FIRST
-    assert common.SplitMix64(0).next_u64() == SPLITMIX_ZERO_FIRST
+    assert seeds.SplitMix64(0).next_u64() == SPLITMIX_ZERO_FIRST
 
 
 def test_splitmix64_stream_matches_scalar_generator():
     for seed in STREAM_SEEDS:
-        rng = common.SplitMix64(seed)
+        rng = seeds.SplitMix64(seed)
         scalar = [rng.next_u64() for _ in range(STREAM_COUNT)]
-        stream = common.splitmix64_stream(seed, STREAM_COUNT)
+        stream = seeds.splitmix64_stream(seed, STREAM_COUNT)
         assert stream.dtype == np.uint64
         assert [int(v) for v in stream] == scalar
 
 
 def test_splitmix64_stream_known_answers():
-    assert tuple(int(v) for v in common.splitmix64_stream(SPLITMIX_SEED, 5)) == SPLITMIX_FIRST
+    assert tuple(int(v) for v in seeds.splitmix64_stream(SPLITMIX_SEED, 5)) == SPLITMIX_FIRST
 
 
 def test_mix_seeds_single_int_is_first_splitmix_output():
     # One part: h = mix(0 + gamma + part), i.e. SplitMix64(part) stepped once.
     for seed in STREAM_SEEDS:
-        assert common.mix_seeds(seed) == common.SplitMix64(seed).next_u64()
+        assert seeds.mix_seeds(seed) == seeds.SplitMix64(seed).next_u64()
 
 
 def test_mix_seeds_pairs_are_distinct():
-    values = {common.mix_seeds(a, b) for a, b in itertools.product(SMALL_SEEDS, repeat=2)}
+    values = {seeds.mix_seeds(a, b) for a, b in itertools.product(SMALL_SEEDS, repeat=2)}
     assert len(values) == len(SMALL_SEEDS) ** 2
 
 
 def test_mix_seeds_is_order_sensitive():
     for a, b in itertools.combinations(SMALL_SEEDS, 2):
-        assert common.mix_seeds(a, b) != common.mix_seeds(b, a)
-    assert common.mix_seeds("base", 7) != common.mix_seeds(7, "base")
+        assert seeds.mix_seeds(a, b) != seeds.mix_seeds(b, a)
+    assert seeds.mix_seeds("base", 7) != seeds.mix_seeds(7, "base")
 
 
 def test_mix_seeds_is_not_plain_xor():
     # Any XOR of per-part values would be commutative and collapse (x, x) to one value.
-    doubled = {common.mix_seeds(x, x) for x in SMALL_SEEDS}
+    doubled = {seeds.mix_seeds(x, x) for x in SMALL_SEEDS}
     assert len(doubled) == len(SMALL_SEEDS) and 0 not in doubled
     for a, b in itertools.product(range(8), repeat=2):
-        assert common.mix_seeds(a, b) != a ^ b
-        assert common.mix_seeds(a, b) != common.mix_seeds(a) ^ common.mix_seeds(b)
+        assert seeds.mix_seeds(a, b) != a ^ b
+        assert seeds.mix_seeds(a, b) != seeds.mix_seeds(a) ^ seeds.mix_seeds(b)
 
 
 def test_mix_seeds_parts_types():
-    assert common.mix_seeds(np.int64(5), "x") == common.mix_seeds(5, "x")
-    assert common.mix_seeds("a") != common.mix_seeds("b")
-    assert common.mix_seeds("5") != common.mix_seeds(5)  # strings are hashed, not parsed
-    assert common.mix_seeds(-1) == common.mix_seeds(common.MASK64)  # ints wrap to 64 bits
-    assert 0 <= common.mix_seeds(3, "noise", 2**70) <= common.MASK64
+    assert seeds.mix_seeds(np.int64(5), "x") == seeds.mix_seeds(5, "x")
+    assert seeds.mix_seeds("a") != seeds.mix_seeds("b")
+    assert seeds.mix_seeds("5") != seeds.mix_seeds(5)  # strings are hashed, not parsed
+    assert seeds.mix_seeds(-1) == seeds.mix_seeds(seeds.MASK64)  # ints wrap to 64 bits
+    assert 0 <= seeds.mix_seeds(3, "noise", 2**70) <= seeds.MASK64
 
 
 def test_uniform01_and_normal_are_deterministic():
-    u = common.uniform01(SPLITMIX_SEED, (100, 3))
+    u = seeds.uniform01(SPLITMIX_SEED, (100, 3))
     assert u.shape == (100, 3) and u.min() >= 0.0 and u.max() < 1.0
-    np.testing.assert_array_equal(u, common.uniform01(SPLITMIX_SEED, (100, 3)))
-    z = common.standard_normal(SPLITMIX_SEED, (7, 5))  # odd count: one sine value unused
+    np.testing.assert_array_equal(u, seeds.uniform01(SPLITMIX_SEED, (100, 3)))
+    z = seeds.standard_normal(SPLITMIX_SEED, (7, 5))  # odd count: one sine value unused
     assert z.shape == (7, 5) and np.all(np.isfinite(z))
-    np.testing.assert_array_equal(z, common.standard_normal(SPLITMIX_SEED, (7, 5)))
+    np.testing.assert_array_equal(z, seeds.standard_normal(SPLITMIX_SEED, (7, 5)))
 
 
 # ---------------------------------------------------------------- statistics
@@ -226,14 +232,14 @@ RSS_PROBE = f"""
 import json, sys
 import numpy as np
 sys.path.insert(0, {str(REPO)!r})
-import common
-start = common.peak_rss_mb()
+import contestant
+start = contestant.peak_rss_mb()
 reserved = np.empty({RESERVE_MB} << 17)  # float64: never touched, so never resident
-after_reserve = common.peak_rss_mb()
+after_reserve = contestant.peak_rss_mb()
 touched = np.ones({TOUCH_MB} << 17)
-after_touch = common.peak_rss_mb()
+after_touch = contestant.peak_rss_mb()
 del reserved, touched
-print(json.dumps([start, after_reserve, after_touch, common.peak_rss_mb()]))
+print(json.dumps([start, after_reserve, after_touch, contestant.peak_rss_mb()]))
 """
 
 
@@ -249,12 +255,12 @@ def test_peak_rss_is_resident_high_water_mark():
 # ---------------------------------------------------------------- results.tsv
 def test_append_result_writes_header_once(tmp_path):
     path = tmp_path / "results.tsv"
-    common.append_result(path, ROW)
-    common.append_result(path, {**ROW, "status": "keep"})
+    ledger.append_result(path, ROW)
+    ledger.append_result(path, {**ROW, "status": "keep"})
     lines = path.read_text().splitlines()
-    assert lines[0].split("\t") == list(common.RESULTS_COLUMNS)
+    assert lines[0].split("\t") == list(ledger.RESULTS_COLUMNS)
     assert len(lines) == 3
-    assert all(len(line.split("\t")) == len(common.RESULTS_COLUMNS) for line in lines)
+    assert all(len(line.split("\t")) == len(ledger.RESULTS_COLUMNS) for line in lines)
 
 
 def without_mac(rows):
@@ -265,126 +271,129 @@ def test_read_results_round_trips(tmp_path):
     path = tmp_path / "results.tsv"
     rows = [ROW, {**ROW, "status": "keep", "description": "second"}]
     for row in rows:
-        common.append_result(path, row)
-    read = common.read_results(path)
+        ledger.append_result(path, row)
+    read = ledger.read_results(path)
     assert without_mac(read) == rows
     assert all(MAC.fullmatch(row["row_mac"]) for row in read)
     assert read[0]["row_mac"] != read[1]["row_mac"]
 
 
 def test_row_key_is_private(tmp_path):
-    common.append_result(tmp_path / "results.tsv", ROW)
+    ledger.append_result(tmp_path / "results.tsv", ROW)
     key = tmp_path / ".results.key"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and len(key.read_bytes()) == 32
 
 
 def test_rows_the_harness_did_not_write_are_ignored(tmp_path, capsys):
     path = tmp_path / "results.tsv"
-    common.append_result(path, ROW)
-    common.append_result(path, {**ROW, "status": "discard"})
+    ledger.append_result(path, ROW)
+    ledger.append_result(path, {**ROW, "status": "discard"})
     text = path.read_text()
     path.write_text(text.replace("\tdiscard\t", "\tkeep\t"))  # a forged verdict
-    assert without_mac(common.read_results(path)) == [ROW]
+    assert without_mac(ledger.read_results(path)) == [ROW]
     assert "line 3 was not written by the harness" in capsys.readouterr().err
     (tmp_path / ".results.key").unlink()  # without the key no row verifies
-    assert common.read_results(path) == []
+    assert ledger.read_results(path) == []
 
 
 def test_read_results_missing_or_empty(tmp_path):
-    assert common.read_results(tmp_path / "absent.tsv") == []
+    assert ledger.read_results(tmp_path / "absent.tsv") == []
     (tmp_path / "empty.tsv").write_text("")
-    assert common.read_results(tmp_path / "empty.tsv") == []
+    assert ledger.read_results(tmp_path / "empty.tsv") == []
 
 
 def test_append_result_missing_columns_are_empty(tmp_path):
     path = tmp_path / "results.tsv"
-    common.append_result(path, {"status": "crash"})
-    (row,) = common.read_results(path)
+    ledger.append_result(path, {"status": "crash"})
+    (row,) = ledger.read_results(path)
     assert row["status"] == "crash" and row["geomean_ratio"] == ""
     assert MAC.fullmatch(row["row_mac"])  # filled in by append_result, never by the caller
 
 
 def test_fields_are_sanitised(tmp_path):
     path = tmp_path / "results.tsv"
-    common.append_result(path, {**ROW, "description": "tab\there\nnew line\r\n  end  "})
-    (row,) = common.read_results(path)
+    ledger.append_result(path, {**ROW, "description": "tab\there\nnew line\r\n  end  "})
+    (row,) = ledger.read_results(path)
     assert row["description"] == "tab here new line end"
     assert len(path.read_text().splitlines()) == 2
 
 
-def test_torn_last_line_is_dropped_and_repaired(tmp_path, capsys):
+def test_torn_last_line_is_skipped_then_cut_by_the_next_append(tmp_path, capsys):
     path = tmp_path / "results.tsv"
-    common.append_result(path, ROW)
+    ledger.append_result(path, ROW)
     intact = path.read_bytes()
-    path.write_bytes(intact + b"2026-01-01T00:00:00Z\tpq_l2\tabc")  # a run killed mid-write
-    assert without_mac(common.read_results(path)) == [ROW]
-    assert path.read_bytes() == intact
+    torn = intact + b"2026-01-01T00:00:00Z\tpq_l2\tTORN"  # a run killed mid-write
+    path.write_bytes(torn)
+    assert without_mac(ledger.read_results(path)) == [ROW]
+    assert path.read_bytes() == torn  # reading never writes
     assert "torn" in capsys.readouterr().err
-    common.append_result(path, ROW)  # appends go on a clean line again
-    assert without_mac(common.read_results(path)) == [ROW, ROW]
+    ledger.append_result(path, ROW)  # the append cuts the torn tail, then goes on a clean line
+    assert path.read_bytes().startswith(intact) and b"TORN" not in path.read_bytes()
+    assert without_mac(ledger.read_results(path)) == [ROW, ROW]
 
 
 def test_non_utf8_description_is_logged(tmp_path):
     path = tmp_path / "results.tsv"
-    common.append_result(path, {**ROW, "description": "caf\udce9"})  # DESC=$'caf\xe9'
-    assert common.read_results(path)[0]["description"].startswith("caf")
+    ledger.append_result(path, {**ROW, "description": "caf\udce9"})  # DESC=$'caf\xe9'
+    assert ledger.read_results(path)[0]["description"].startswith("caf")
 
 
-def test_torn_line_repair_keeps_crlf_rows(tmp_path):
+def test_torn_line_cut_keeps_crlf_rows(tmp_path):
     path = tmp_path / "results.tsv"
     for status in ("a", "b", "c"):
-        common.append_result(path, {**ROW, "status": status})
+        ledger.append_result(path, {**ROW, "status": status})
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n") + b"2026-01-01T00:00")
-    assert [row["status"] for row in common.read_results(path)] == ["a", "b", "c"]
-    assert [row["status"] for row in common.read_results(path)] == ["a", "b", "c"]
+    assert [row["status"] for row in ledger.read_results(path)] == ["a", "b", "c"]
+    ledger.append_result(path, {**ROW, "status": "d"})
+    assert [row["status"] for row in ledger.read_results(path)] == ["a", "b", "c", "d"]
 
 
 def test_wrong_field_count_names_the_line(tmp_path):
     path = tmp_path / "results.tsv"
-    common.append_result(path, ROW)
-    common.append_result(path, ROW)
+    ledger.append_result(path, ROW)
+    ledger.append_result(path, ROW)
     with open(path, "a") as f:
         f.write("only\tthree\tfields\n")
-    common.append_result(path, ROW)
-    with pytest.raises(common.HarnessError) as info:
-        common.read_results(path)
-    assert info.value.code == common.EXIT_USAGE
+    ledger.append_result(path, ROW)
+    with pytest.raises(ledger.HarnessError) as info:
+        ledger.read_results(path)
+    assert info.value.code == ledger.EXIT_USAGE
     assert "line 4" in str(info.value) and "3 fields" in str(info.value)
 
 
 def test_wrong_header_is_a_usage_error(tmp_path):
     path = tmp_path / "results.tsv"
-    header = list(common.RESULTS_COLUMNS)
+    header = list(ledger.RESULTS_COLUMNS)
     header[1], header[2] = header[2], header[1]
     path.write_text("\t".join(header) + "\n")
-    with pytest.raises(common.HarnessError) as info:
-        common.read_results(path)
-    assert info.value.code == common.EXIT_USAGE
+    with pytest.raises(ledger.HarnessError) as info:
+        ledger.read_results(path)
+    assert info.value.code == ledger.EXIT_USAGE
     assert "line 1" in str(info.value)
 
 
 # ---------------------------------------------------------------- the reply codec
 def split_payload(payload):
     (size,) = struct.unpack_from("<Q", payload)
-    return json.loads(payload[8:8 + size]), payload[common.REPLY_HEADER_BYTES:]
+    return json.loads(payload[8:8 + size]), payload[contestant.REPLY_HEADER_BYTES:]
 
 
 def join_payload(head, arrays):
     """A reply with a rewritten header; the arrays stay at their offsets."""
     raw = json.dumps(head).encode()
     header = struct.pack("<Q", len(raw)) + raw
-    return header + bytes(common.REPLY_HEADER_BYTES - len(header)) + arrays
+    return header + bytes(contestant.REPLY_HEADER_BYTES - len(header)) + arrays
 
 
 def sample_payload():
     ids = np.arange(5, dtype=np.int64)
     dists = np.linspace(0, 1, 5, dtype=np.float32)
-    return common.encode_arrays([(ids, dists), (ids[:2], dists[:2])]), ids, dists
+    return contestant.encode_arrays([(ids, dists), (ids[:2], dists[:2])]), ids, dists
 
 
 def test_encode_decode_round_trip():
     payload, ids, dists = sample_payload()
-    outs, error = common.decode_arrays(payload)
+    outs, error = contestant.decode_arrays(payload)
     assert error is None and len(outs) == 2
     np.testing.assert_array_equal(outs[0][0], ids)
     assert outs[0][1].dtype == np.float32 and outs[1][0].shape == (2,)
@@ -392,7 +401,7 @@ def test_encode_decode_round_trip():
 
 def test_decode_error_reply():
     raw = json.dumps({"ok": False, "error": "boom"}).encode()
-    assert common.decode_arrays(struct.pack("<Q", len(raw)) + raw) == (None, "boom")
+    assert contestant.decode_arrays(struct.pack("<Q", len(raw)) + raw) == (None, "boom")
 
 
 @pytest.mark.parametrize("dtype", ["|O", "<U4", "<c16", "|V8", "<M8[s]", "<f16"])
@@ -401,7 +410,7 @@ def test_decode_rejects_non_numeric_dtypes(dtype):
     head, arrays = split_payload(payload)
     head["outs"][0][0][0] = dtype
     with pytest.raises(ValueError, match="not a plain numeric type"):
-        common.decode_arrays(join_payload(head, arrays))
+        contestant.decode_arrays(join_payload(head, arrays))
 
 
 def test_decode_rejects_byte_count_mismatch():
@@ -409,7 +418,7 @@ def test_decode_rejects_byte_count_mismatch():
     head, arrays = split_payload(payload)
     head["outs"][0][0][1] = [6]  # shape claims more elements than nbytes holds
     with pytest.raises(ValueError, match="byte count"):
-        common.decode_arrays(join_payload(head, arrays))
+        contestant.decode_arrays(join_payload(head, arrays))
 
 
 @pytest.mark.parametrize("where", ["header", "past the end"])
@@ -418,18 +427,18 @@ def test_decode_rejects_arrays_outside_the_reply(where):
     head, arrays = split_payload(payload)
     head["outs"][1][1][3] = 8 if where == "header" else len(payload) - 4
     with pytest.raises(ValueError, match="outside the reply"):
-        common.decode_arrays(join_payload(head, arrays))
+        contestant.decode_arrays(join_payload(head, arrays))
 
 
 def test_filled_output_slot_is_sent_in_place():
-    replies = bytearray(common.REPLY_HEADER_BYTES + 4096)
-    cursor = [common.REPLY_HEADER_BYTES]
-    (out,) = common._fill_slots((common.output_slot(np.uint32, 100),), replies, cursor)
+    replies = bytearray(contestant.REPLY_HEADER_BYTES + 4096)
+    cursor = [contestant.REPLY_HEADER_BYTES]
+    (out,) = contestant._fill_slots((contestant.output_slot(np.uint32, 100),), replies, cursor)
     out[:] = np.arange(100, dtype=np.uint32)
-    size = common.encode_arrays([(out[:60],)], replies, cursor[0])
-    outs, _ = common.decode_arrays(bytes(replies[:size]))
+    size = contestant.encode_arrays([(out[:60],)], replies, cursor[0])
+    outs, _ = contestant.decode_arrays(bytes(replies[:size]))
     np.testing.assert_array_equal(outs[0][0], np.arange(60, dtype=np.uint32))
-    assert size == common.REPLY_HEADER_BYTES + 60 * 4  # no copy was appended
+    assert size == contestant.REPLY_HEADER_BYTES + 60 * 4  # no copy was appended
 
 
 class TrivialSubclass(np.ndarray):
@@ -443,7 +452,7 @@ class TrivialSubclass(np.ndarray):
 ])
 def test_encode_refuses_non_ndarray_elements(make):
     with pytest.raises(TypeError):
-        common.encode_arrays([(make(), np.zeros(3, np.float32))])
+        contestant.encode_arrays([(make(), np.zeros(3, np.float32))])
 
 
 @pytest.mark.parametrize("out", [
@@ -453,7 +462,7 @@ def test_encode_refuses_non_ndarray_elements(make):
 ])
 def test_encode_refuses_non_tuple_output(out):
     with pytest.raises(TypeError):
-        common.encode_arrays([out])
+        contestant.encode_arrays([out])
 
 
 # ---------------------------------------------------------------- the no-seccomp fallback
@@ -466,23 +475,25 @@ class PqKernel:
 
 
 def test_verify_catches_processes_where_seccomp_is_missing(monkeypatch):
-    monkeypatch.setattr(common, "_sandbox", lambda libc, workdir: None)  # as if unsupported
-    contestant = common.Contestant("candidate", FORKING_KERNEL, "PqKernel", REPO / "pq_l2",
-                                   time.monotonic() + 60, 0)
+    monkeypatch.setattr(sandbox, "_sandbox", lambda libc, workdir: None)  # as if unsupported
+    child = contestant.Contestant("candidate", FORKING_KERNEL, "PqKernel", REPO / "pq_l2",
+                                  time.monotonic() + 60, 0)
     try:
-        contestant.receive("import")
-        contestant.request("__init__", "init", "h", ())
-        with pytest.raises(common.TrialFault) as info:
-            contestant.verify("the end of correctness")
+        child.receive("import")
+        child.request("__init__", "init", "h", ())
+        with pytest.raises(ledger.TrialFault) as info:
+            child.verify("the end of correctness")
         assert info.value.status == "fail" and "started processes" in str(info.value)
     finally:
-        contestant.close()
+        child.close()
 
 
 # ---------------------------------------------------------------- git states: one line each
 def test_git_note_names_each_state(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "REPO", tmp_path)
-    assert "no git repository" in common.git_note()
+    monkeypatch.setattr(ledger, "REPO", tmp_path)
+    (tmp_path / "pq_l2").mkdir()
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    assert "no git repository" in ledger.git_note("pq_l2")
 
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",
@@ -490,14 +501,42 @@ def test_git_note_names_each_state(tmp_path, monkeypatch):
 
     git("init", "-q", "-b", "main")
     (tmp_path / "harness.py").write_text("x = 1\n")
-    git("add", "harness.py")
+    git("add", "harness.py", "requirements.txt")
     git("commit", "-qm", "one")
-    assert common.git_note() is None
-    (tmp_path / "kernels.py").write_text("edited\n")  # the agent's file: not worth a note
-    assert common.git_note() is None
+    assert ledger.git_note("pq_l2") is None
+    (tmp_path / "pq_l2" / "kernels.py").write_text("edited\n")  # the agent's file: no note
+    (tmp_path / "README.md").write_text("docs\n")  # not hashed: no note either
+    assert ledger.git_note("pq_l2") is None
     (tmp_path / "harness.py").write_text("x = 2\n")
-    assert common.git_note() == ("uncommitted harness changes (harness.py): harness_sha "
-                                 "covers them")
+    assert ledger.git_note("pq_l2") == ("uncommitted harness changes (harness.py): harness_sha "
+                                        "covers them")
     git("checkout", "-q", "--", "harness.py")
     git("checkout", "-q", "--detach")
-    assert "detached HEAD" in common.git_note()
+    assert "detached HEAD" in ledger.git_note("pq_l2")
+
+
+# ---------------------------------------------------------------- the harness hash
+UNHASHED_EDITS = ("README.md", "HARNESS.md", "docs/design.md", "tools/report.py",
+                  "tools/templates/target/kernels.py", "pq_l2/kernels.py", "pq_l2/program.md",
+                  "pq_l2/peers.py", "pq_l2/conformance.py", "bitpack/reference.py",
+                  "tests/conftest.py")
+HASHED_EDITS = ("common.py", "contestant.py", "sandbox.py", "ledger.py", "seeds.py",
+                "requirements.txt", "pq_l2/reference.py", "pq_l2/inputs.py",
+                "pq_l2/run_experiment.py")
+
+
+def test_harness_sha_covers_what_can_change_a_verdict(tmp_path):
+    tree = trials.scratch_tree(tmp_path / "tree")
+    before = ledger.harness_sha("pq_l2", tree)
+    for name in UNHASHED_EDITS:
+        with open(tree / name, "a") as f:
+            f.write("\n# an edit that judges nothing\n")
+    assert ledger.harness_sha("pq_l2", tree) == before
+    for name in HASHED_EDITS:
+        path = tree / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit the judge runs\n")
+        assert ledger.harness_sha("pq_l2", tree) != before, name
+        path.write_bytes(original)
+    (tree / "pq_l2" / "stray.py").write_text("")  # a module the judge could import
+    assert ledger.harness_sha("pq_l2", tree) != before

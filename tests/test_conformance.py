@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("lance", reason="pylance not installed: "
-                    ".venv/bin/pip install -r requirements-conformance.txt")
+                    ".venv/bin/pip install -r tools/requirements-conformance.txt")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pq_l2"))
 import conformance  # noqa: E402
 import reference  # noqa: E402

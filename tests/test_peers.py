@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BASELINE_KERNEL, REPO, parse_block
+from conftest import BASELINE_KERNEL, REPO
+from trials import last_block
 
 import common
 import inputs
@@ -67,7 +68,7 @@ def test_roofline_arithmetic():
 
 
 def test_pick_kernels_follows_results_tsv(tmp_path):
-    results, harness = tmp_path / "results.tsv", common.harness_sha()
+    results, harness = tmp_path / "results.tsv", common.harness_sha("pq_l2")
     kernels, note = peers.pick_kernels(results, harness)
     assert [k[0] for k in kernels] == ["champion"] and "no results.tsv yet" in note
     base = BASELINE_KERNEL.read_bytes()
@@ -88,7 +89,7 @@ def test_quick_run_prints_the_block(tmp_path):
                            str(tmp_path / "results.tsv")], cwd=REPO, capture_output=True,
                           text=True, timeout=QUICK_TIMEOUT_SECS)
     assert done.returncode == 0, done.stderr[-2000:]
-    block = parse_block(done.stdout)
+    block = last_block(done.stdout.split("\n"))
     missing = [key for key in BLOCK_KEYS if key not in block]
     assert not missing, (missing, done.stdout)
     if peers.faiss is None:

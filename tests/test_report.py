@@ -1,17 +1,17 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""report.py: the text report and the plot, on a synthetic results.tsv."""
+"""tools/report.py: the text report and the plot, on a synthetic results.tsv."""
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO
 
-import common
+import ledger
 import report
 
 HARNESS_OLD, HARNESS_NEW = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-NO_MPL = "matplotlib is optional: pip install -r requirements-extras.txt"
+NO_MPL = "matplotlib is optional: pip install -r tools/requirements-extras.txt"
 # (harness, status, geomean_ratio, speedup, description): an old chain, then a re-baseline.
 RUNS = (
     (HARNESS_OLD, "baseline", "1.0010", "1.0000", "first baseline"),
@@ -29,7 +29,7 @@ RUNS = (
 
 def write_results(path, runs=RUNS, target="pq_l2"):
     for number, (harness, status, ratio, speedup, desc) in enumerate(runs):
-        common.append_result(path, {
+        ledger.append_result(path, {
             "timestamp": f"2025-11-25T{number // 60:02d}:{number % 60:02d}:00Z",
             "target": target, "commit": "abc1234", "harness_sha": harness,
             "kernel_sha": f"{number:012x}", "champion_sha": "000000000000", "status": status,
@@ -90,7 +90,7 @@ def test_damaged_file_is_one_error_line(tmp_path, capsys, command):
         pytest.importorskip("matplotlib", reason=NO_MPL)
         extra = ["--out", tmp_path / "x.png"]
     code, out, err = run(capsys, command, "--results", results, *extra)
-    assert code == common.EXIT_USAGE and out == ""
+    assert code == ledger.EXIT_USAGE and out == ""
     assert err.splitlines() == [f"error: {results} line 4: 3 fields, expected 15; fix or "
                                 "delete that line"]
 
@@ -98,8 +98,8 @@ def test_damaged_file_is_one_error_line(tmp_path, capsys, command):
 def test_unknown_target_and_bad_usage(tmp_path, capsys):
     results = write_results(tmp_path / "results.tsv", RUNS[:2])
     code, _, err = run(capsys, "report", "--results", results, "--target", "no-such-target")
-    assert code == common.EXIT_USAGE and err.startswith("error: unknown target")
-    assert report.main([]) == common.EXIT_USAGE
+    assert code == ledger.EXIT_USAGE and err.startswith("error: unknown target")
+    assert report.main([]) == ledger.EXIT_USAGE
 
 
 def test_plot_writes_a_png(tmp_path, capsys):
@@ -124,12 +124,12 @@ def test_plot_without_results_writes_nothing(tmp_path, capsys):
 def test_plot_without_matplotlib_is_one_line(tmp_path):
     results = write_results(tmp_path / "results.tsv", RUNS[:2])
     hide = ("import runpy, sys; sys.modules['matplotlib'] = None; "  # import now fails
-            f"sys.argv = ['report.py', 'plot', '--results', {str(results)!r}, "
-            f"'--out', {str(tmp_path / 'x.png')!r}]; runpy.run_path('report.py', "
+            f"sys.argv = ['tools/report.py', 'plot', '--results', {str(results)!r}, "
+            f"'--out', {str(tmp_path / 'x.png')!r}]; runpy.run_path('tools/report.py', "
             "run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", hide], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == common.EXIT_USAGE
+    assert done.returncode == ledger.EXIT_USAGE
     assert done.stderr.splitlines() == [report.NO_MATPLOTLIB]
-    assert "pip install -r requirements-extras.txt" in report.NO_MATPLOTLIB
+    assert "pip install -r tools/requirements-extras.txt" in report.NO_MATPLOTLIB
     assert done.stdout == "" and not (tmp_path / "x.png").exists()

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """FIXED: deterministic __target__ fixtures: the correctness battery and the speed workloads.
 
-Every array comes from a named seed through SplitMix64 (common.py). TODO(__target__): shapes
+Every array comes from a named seed through SplitMix64 (seeds.py). TODO(__target__): shapes
 and distributions that Lance really sees; cache on disk (like pq_l2/inputs.py) once
 generation takes more than a fraction of a second.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import mix_seeds, uniform01  # noqa: E402
+from seeds import mix_seeds, uniform01  # noqa: E402
 
 FIXTURE_SEED = 0x5EED_0001  # root of every fixture array
 SPEED_SHAPES = ((4096, 16), (1024, 128))  # (rows, columns) of the matrix

@@ -3,22 +3,19 @@
 
 What is particular to __target__: its fixtures, how the battery is checked, what a timed call is
 and how its output is checked. The trial itself (correctness in step, timing side by side, the
-gate, one row in results.tsv) is common.run_trial; the rules are in HARNESS.md. This process
-never imports kernels.py: kernels run in contestant processes (common.Contestant).
+gate, one row in results.tsv) is common.py; the rules are in HARNESS.md. This process never
+imports kernels.py: kernels run in contestant processes (contestant.py).
 TODO(__target__): rewrite the constants and the five functions below.
 """
 import sys
 from pathlib import Path
 
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
 import inputs  # noqa: E402
 import reference  # noqa: E402
 
-TARGET = HERE.name
-KERNEL_PATH = HERE / "kernels.py"
 KERNEL_CLASS = "Kernel"
 KERNEL_METHOD = "run"
 ROUNDS = 16  # timed rounds; each round times every combo once per kernel

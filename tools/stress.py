@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """BENCHMARK: the judge under stress, in a scratch copy of the repository (the real tree and
-its results.tsv are never touched). `.venv/bin/python stress.py` (a few minutes).
+its results.tsv are never touched). `make stress` (a few minutes).
 
 1. A kernel whose probe_top_k never returns, with the default deadlines: the trial must end
    within common.TIME_BUDGET_SECS + HANG_SLACK_SECS.
@@ -14,7 +14,6 @@ import contextlib
 import io
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,12 +22,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import common
+import trials
 
-REPO = common.REPO
+sys.path.insert(0, str(trials.REPO))
+import common  # noqa: E402
+import ledger  # noqa: E402
+
 TARGET = "pq_l2"
-HONEST_KERNEL = REPO / "tests" / "exploits" / "honest_numpy.py"  # pure numpy, correct
-HANGING_KERNEL = REPO / "tests" / "exploits" / "hang_probe.py"  # probe_top_k loops forever
+HONEST_KERNEL = trials.REPO / "tests" / "exploits" / "honest_numpy.py"  # pure numpy, correct
+HANGING_KERNEL = trials.REPO / "tests" / "exploits" / "hang_probe.py"  # probe_top_k never returns
 HANG_SLACK_SECS = 10
 RUNS = 20
 KILLED = 8  # how many of the RUNS get a SIGKILL
@@ -36,48 +38,26 @@ KILL_WINDOW_SECS = 60.0  # each kill lands at a uniform random moment in [0, thi
 #                          the span of the parallel runs, so some land after a row is written
 ROUNDS = "2"
 RUN_TIMEOUT_SECS = 900  # a judge still running after this is itself a failure
-TRIAL_EXITS = (common.EXIT_OK, common.EXIT_INCORRECT, common.EXIT_TIMEOUT, common.EXIT_CRASH)
-COPY_IGNORE = (".git", ".venv", ".snapshots", ".cache", "results.tsv", ".results.key",
-               "__pycache__", ".pytest_cache", ".ruff_cache")
-
-
-def scratch_copy(root):
-    """The repository without logs and caches, the virtualenv linked, the fixtures copied."""
-    repo = root / "repo"
-    shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns(*COPY_IGNORE))
-    (repo / ".venv").symlink_to(REPO / ".venv")
-    names = subprocess.run(
-        [sys.executable, "-c", "import inputs; print(*(p.name for p in inputs.cache_paths()))"],
-        cwd=repo / TARGET, check=True, capture_output=True, text=True).stdout.split()
-    (repo / ".cache" / TARGET).mkdir(parents=True)
-    for name in names:
-        if (REPO / ".cache" / TARGET / name).exists():
-            shutil.copy(REPO / ".cache" / TARGET / name, repo / ".cache" / TARGET / name)
-    subprocess.run([sys.executable, "-c", "import inputs; inputs.load_fixtures()"],
-                   cwd=repo / TARGET, check=True)  # generated here if the real cache lacks it
-    return repo
+TRIAL_EXITS = (ledger.EXIT_OK, ledger.EXIT_INCORRECT, ledger.EXIT_TIMEOUT, ledger.EXIT_CRASH)
 
 
 def judge(repo, kernel, results, desc):
     env = {k: v for k, v in os.environ.items() if k != "HARNESS_DEADLINE_SCALE"}
     env["TMPDIR"] = str(results.parent)  # contestant workdirs of killed runs stay in scratch
-    return subprocess.Popen(
-        [sys.executable, f"{TARGET}/run_experiment.py", "--kernel", str(kernel), "--champion",
-         str(HONEST_KERNEL), "--results", str(results), "--rounds", ROUNDS, "--desc", desc],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    cmd = trials.judge_command(TARGET, kernel, results, HONEST_KERNEL, ROUNDS, desc)
+    return subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
 
 
 def block_status(stdout):
-    lines = stdout.split("\n")
-    tail = lines[len(lines) - lines[::-1].index("---"):] if "---" in lines else []
-    return dict(line.split(": ", 1) for line in tail if ": " in line).get("status", "none")
+    return trials.last_block(stdout.split("\n")).get("status", "none")
 
 
 def main():
     failures = []
     with tempfile.TemporaryDirectory(prefix="stress-") as scratch:
         scratch = Path(scratch)
-        repo = scratch_copy(scratch)
+        repo = trials.scratch_tree(scratch / "repo", fixtures_for=(TARGET,))
 
         # 1. One hang, default deadlines.
         (scratch / "hang").mkdir()
@@ -87,7 +67,7 @@ def main():
         hang_seconds = time.monotonic() - started
         if hang_seconds > common.TIME_BUDGET_SECS + HANG_SLACK_SECS:
             failures.append(f"the hang took {hang_seconds:.1f} s")
-        if (hang.returncode, hang_status) != (common.EXIT_TIMEOUT, "timeout"):
+        if (hang.returncode, hang_status) != (ledger.EXIT_TIMEOUT, "timeout"):
             failures.append(f"the hang ended with exit {hang.returncode}, status {hang_status}")
 
         # 2. Parallel runs on one log, some killed.
@@ -110,12 +90,12 @@ def main():
                 failures.append(f"{desc}: exit {code} (no trial status)")
 
         lines = results.read_text().splitlines() if results.exists() else []
-        malformed = sum(len(line.split("\t")) != len(common.RESULTS_COLUMNS) for line in lines)
+        malformed = sum(len(line.split("\t")) != len(ledger.RESULTS_COLUMNS) for line in lines)
         notes = io.StringIO()
         try:
             with contextlib.redirect_stderr(notes):
-                rows = common.read_results(results)
-        except common.HarnessError as e:
+                rows = ledger.read_results(results)
+        except ledger.HarnessError as e:
             failures.append(f"read_results: {e}")
             rows = []
         ignored = [n for n in notes.getvalue().splitlines() if n]

@@ -10,14 +10,11 @@ import argparse
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent
-COPY_IGNORE = (".git", ".venv", ".cache", ".snapshots", "results.tsv", "__pycache__")
+import trials
 KERNEL_CLASS = {"pq_l2": ("PqKernel", "probe_top_k"),  # class and timed method per target
                 "bitpack": ("BitpackKernel", "decode")}
 THIRD_SHAPE = {"pq_l2": "dim=768",  # how the wrapper recognises one shape from __init__ args
@@ -58,25 +55,13 @@ def slowed(source, target, other, matching=None):
         matching=other if matching is None else matching)
 
 
-def parse_block(stdout):
-    block = stdout.split("\n---\n")[-1] if "\n---\n" in stdout else stdout.split("---\n", 1)[-1]
-    return dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-
-
 def trial(workdir, target, kernel, champion, results):
-    cmd = [str(REPO / ".venv/bin/python"), f"{target}/run_experiment.py", "--kernel", kernel,
-           "--results", str(results)]
-    if champion:
-        cmd += ["--champion", champion]
-    started = time.monotonic()
-    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    block = parse_block(done.stdout)
-    block["wall_seconds"] = time.monotonic() - started
-    block["exit"] = done.returncode
-    if done.returncode != 0:
-        sys.exit(f"calibration trial failed ({done.returncode}): {done.stdout[-600:]}"
+    done = trials.run_trial(workdir, target, kernel, results, champion=champion,
+                            desc="calibration")
+    if done.code != 0:
+        sys.exit(f"calibration trial failed ({done.code}): {done.stdout[-600:]}"
                  f"{done.stderr[-600:]}")
-    return block
+    return {**done.block, "wall_seconds": done.wall}
 
 
 def half_width(block):
@@ -103,9 +88,8 @@ def main():
     if target not in KERNEL_CLASS:
         sys.exit(f"error: calibrate knows no target {target!r}; known: {', '.join(KERNEL_CLASS)}")
     tmp = Path(tempfile.mkdtemp(prefix="calibrate-"))
-    work = tmp / "tree"
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(*COPY_IGNORE))
-    (work / ".venv").symlink_to(REPO / ".venv")
+    work = trials.scratch_tree(tmp / "tree")
+    shutil.rmtree(work / ".cache", ignore_errors=True)  # the first run builds the fixtures
     kernel = work / target / "kernels.py"
     source = kernel.read_text()
     files = {}

@@ -4,8 +4,8 @@
 `report.py report [--target T] [--results PATH]` prints, per target, the best kernel of the
 current champion chain, the counts and the last runs. `report.py plot [--target T|all]
 [--results PATH] [--out results.png]` draws one panel per target: speedup vs baseline per run.
-Rows come only through common.read_results (forged rows are ignored there, with a note); this
-tool adds no rows. The plot needs matplotlib: requirements-extras.txt.
+Rows come only through ledger.read_results (forged rows are ignored there, with a note); this
+tool adds no rows. The plot needs matplotlib: tools/requirements-extras.txt.
 
 speedup_vs_baseline restarts at 1.0 at every baseline (HARNESS.md sections 4-5), so "best" is
 the champion of the latest harness_sha only; earlier chains are shown but not comparable.
@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import common
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import ledger  # noqa: E402
 
 LAST_ROWS = 10  # the tail a person scans after a night of runs
 DESC_WIDTH = 48  # description column of the report: a row fits a 100-column terminal
@@ -31,7 +32,7 @@ NICE_TICKS = (0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.1, 1.2, 1.3, 1.5, 1.75, 2, 2.5, 3, 4
 MAX_TICKS = 9  # more labels than this on one axis turn into a smear
 NO_RESULTS = "no results.tsv yet: run `make run` first"
 NO_ROWS = "no runs in {} yet: run `make run` first"  # empty, or only rows that do not verify
-NO_MATPLOTLIB = ("error: the plot needs matplotlib: `pip install -r requirements-extras.txt` "
+NO_MATPLOTLIB = ("error: the plot needs matplotlib: `pip install -r tools/requirements-extras.txt` "
                  "into .venv (`make plot` does it on first use)")
 
 
@@ -46,16 +47,16 @@ def number(text):
 
 def load(path, target):
     """(rows by target in first-seen order) for the wanted target(s); {} when there is none."""
-    rows = common.read_results(path)  # HarnessError on a damaged file
+    rows = ledger.read_results(path)  # HarnessError on a damaged file
     by_target = {}
     for row in rows:
         by_target.setdefault(row["target"], []).append(row)
     if target in (None, "all"):
         return by_target
-    if target not in by_target and not (common.REPO / target / "run_experiment.py").is_file():
+    if target not in by_target and not (ledger.REPO / target / "run_experiment.py").is_file():
         known = ", ".join(by_target) or "none"
-        raise common.HarnessError(f"unknown target {target!r} (targets in {Path(path).name}: "
-                                  f"{known})", common.EXIT_USAGE)
+        raise ledger.HarnessError(f"unknown target {target!r} (targets in {Path(path).name}: "
+                                  f"{known})", ledger.EXIT_USAGE)
     return {target: by_target.get(target, [])}
 
 
@@ -63,10 +64,10 @@ def current_chain(rows):
     """(champion row, index of the baseline its chain starts at) under the latest harness_sha,
     or (None, None).
 
-    The champion is what the next `make run` times against (common.find_champion); its
+    The champion is what the next `make run` times against (ledger.find_champion); its
     speedup counts from the baseline that started its chain, nothing earlier."""
     harness = rows[-1]["harness_sha"]
-    champion = common.find_champion(rows, rows[0]["target"], harness)
+    champion = ledger.find_champion(rows, rows[0]["target"], harness)
     if champion is None:
         return None, None
     at = next(i for i, r in enumerate(rows) if r is champion)
@@ -76,7 +77,7 @@ def current_chain(rows):
 
 
 def counts(rows):
-    by_status = {s: sum(r["status"] == s for r in rows) for s in (*common.CHAMPION_STATUSES,
+    by_status = {s: sum(r["status"] == s for r in rows) for s in (*ledger.CHAMPION_STATUSES,
                                                                    "discard", *FAULT_STATUSES)}
     trials = len(rows) - by_status["baseline"]  # a baseline tries nothing: not in the rate
     return by_status, trials
@@ -84,7 +85,7 @@ def counts(rows):
 
 def restarts(rows, i):
     """Whether the baseline at rows[i] ends an earlier chain (a re-baseline)."""
-    return any(r["status"] in common.CHAMPION_STATUSES for r in rows[:i])
+    return any(r["status"] in ledger.CHAMPION_STATUSES for r in rows[:i])
 
 
 def short(text, width):
@@ -122,7 +123,7 @@ def report_target(target, rows):
                   f"(runs since then: {len(rows) - start})"]
     before = rows if start is None else rows[:start]
     earlier = [v for v in (number(r["speedup_vs_baseline"]) for r in before
-                           if r["status"] in common.CHAMPION_STATUSES) if v is not None]
+                           if r["status"] in ledger.CHAMPION_STATUSES) if v is not None]
     if earlier:
         chains = sum(r["status"] == "baseline" for r in before)
         lines.append(f"  earlier chains: {chains}, best {max(earlier):.2f}x of their own "
@@ -143,14 +144,14 @@ def report_target(target, rows):
 def cmd_report(args):
     if not Path(args.results).exists():
         print(NO_RESULTS)
-        return common.EXIT_OK
+        return ledger.EXIT_OK
     by_target = load(args.results, args.target)
     if not by_target:
         print(NO_ROWS.format(Path(args.results).name))
-        return common.EXIT_OK
+        return ledger.EXIT_OK
     blocks = ["\n".join(report_target(t, rows)) for t, rows in by_target.items()]
     print("\n\n".join(blocks))
-    return common.EXIT_OK
+    return ledger.EXIT_OK
 
 
 # ---------------------------------------------------------------- plot
@@ -169,12 +170,12 @@ def pyplot():
 def chain_levels(rows):
     """Champion speedup after each run, and the segments of one unbroken chain (index lists).
 
-    A chain is per harness_sha (common.find_champion); a baseline restarts it at 1.0, and a
+    A chain is per harness_sha (ledger.find_champion); a baseline restarts it at 1.0, and a
     change of harness_sha breaks the line even if it returns to an older chain."""
     level, levels, segments = {}, [], []
     for i, row in enumerate(rows):
         harness = row["harness_sha"]
-        if row["status"] in common.CHAMPION_STATUSES:
+        if row["status"] in ledger.CHAMPION_STATUSES:
             level[harness] = number(row["speedup_vs_baseline"])
         levels.append(level.get(harness))
         if (i == 0 or row["status"] == "baseline"
@@ -227,7 +228,7 @@ def plot_target(ax, target, rows):
         rebaseline = r["status"] == "baseline" and restarts(rows, i)
         if rebaseline or i and r["harness_sha"] != rows[i - 1]["harness_sha"]:
             previous = [p["harness_sha"] for p in rows[:i]
-                        if p["status"] in common.CHAMPION_STATUSES][-1:]
+                        if p["status"] in ledger.CHAMPION_STATUSES][-1:]
             cause = "same harness" if [r["harness_sha"]] == previous \
                 else f"harness {r['harness_sha'][:6]}"
             ax.axvline(i + 0.5, color="tab:blue", linewidth=1, linestyle="--", alpha=0.6)
@@ -309,15 +310,15 @@ def cmd_plot(args):
     plt = pyplot()
     if plt is None:
         print(NO_MATPLOTLIB, file=sys.stderr)
-        return common.EXIT_USAGE
+        return ledger.EXIT_USAGE
     if not Path(args.results).exists():
         print(NO_RESULTS)
-        return common.EXIT_OK
+        return ledger.EXIT_OK
     by_target = {t: rows for t, rows in load(args.results, args.target).items() if rows}
     if not by_target:
         print(NO_ROWS.format(Path(args.results).name) if args.target == "all"
               else f"no runs of {args.target} in {Path(args.results).name} yet")
-        return common.EXIT_OK
+        return ledger.EXIT_OK
     width, height = PANEL_SIZE
     fig, axes = plt.subplots(len(by_target), 1, figsize=(width, height * len(by_target)),
                              squeeze=False)
@@ -329,7 +330,7 @@ def cmd_plot(args):
     fig.savefig(args.out, dpi=args.dpi)
     plt.close(fig)
     print(f"wrote {args.out}: {', '.join(f'{t} (runs: {len(r)})' for t, r in by_target.items())}")
-    return common.EXIT_OK
+    return ledger.EXIT_OK
 
 
 # ---------------------------------------------------------------- main
@@ -340,10 +341,10 @@ def parse_args(argv):
     text.add_argument("--target", help="one target (default: every target in results.tsv)")
     picture = sub.add_parser("plot", help="speedup per run, one panel per target, as a PNG")
     picture.add_argument("--target", default="all", help="one target or all (default)")
-    picture.add_argument("--out", type=Path, default=common.RESULTS_PATH.with_name("results.png"))
+    picture.add_argument("--out", type=Path, default=ledger.RESULTS_PATH.with_name("results.png"))
     picture.add_argument("--dpi", type=int, default=PLOT_DPI)
     for each in (text, picture):
-        each.add_argument("--results", type=Path, default=common.RESULTS_PATH)
+        each.add_argument("--results", type=Path, default=ledger.RESULTS_PATH)
     return parser.parse_args(argv)
 
 
@@ -351,15 +352,15 @@ def main(argv=None):
     try:
         args = parse_args(argv)
     except SystemExit as e:  # argparse says 2; a usage error is 5 here (HARNESS.md section 6)
-        return common.EXIT_USAGE if e.code == 2 else e.code
+        return ledger.EXIT_USAGE if e.code == 2 else e.code
     try:
         return cmd_report(args) if args.command == "report" else cmd_plot(args)
-    except common.HarnessError as e:
+    except ledger.HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     except OSError as e:  # e.g. results.tsv not writable (read_results locks it) or --out
         print(f"error: {e}", file=sys.stderr)
-        return common.EXIT_USAGE
+        return ledger.EXIT_USAGE
 
 
 if __name__ == "__main__":

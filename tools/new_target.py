@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""TOOL: `make new-target NAME=foo` scaffolds foo/ from templates/target/ and lists it in the
+"""TOOL: `make new-target NAME=foo` scaffolds foo/ from tools/templates/target/ and lists it in the
 README's target table. The scaffold runs at once (`make run TARGET=foo`: its baseline is the
 placeholder math); docs/adding-a-target.md says what to rewrite.
 """
@@ -7,8 +7,8 @@ import re
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent
-TEMPLATE = REPO / "templates" / "target"
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "target"
 PLACEHOLDER = "__target__"  # replaced by the target's name in every template file
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,39}")  # a folder name make and the table accept
 TABLE_ROW = re.compile(r"^\| `(?P<name>[^`]+)` \| (?P<status>[^|]+) \|")
@@ -43,7 +43,7 @@ def main(argv):
         if source.is_file():
             (folder / source.name).write_text(source.read_text().replace(PLACEHOLDER, name))
     list_in_readme(name)
-    print(f"{name}/ created from templates/target/ and listed in README.md.\n"
+    print(f"{name}/ created from tools/templates/target/ and listed in README.md.\n"
           f"Next: `make run TARGET={name}` (runs the placeholder at once), then follow "
           "docs/adding-a-target.md: step 0, then the TODO markers.")
     return 0
