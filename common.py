@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from contestant import DEADLINE_SCALE, Contestant, process_cpu_ns
+from contestant import DEADLINE_SCALE, Contestant
 from ledger import (CHAMPION_STATUSES, EXIT_OK, EXIT_USAGE, REPO, RESULTS_PATH, SHA_DIGITS,
                     STATUS_EXIT, HarnessError, TrialFault, append_result, clean_field,
                     find_champion, git, git_note, harness_sha, load_snapshot, progress,
@@ -33,7 +33,6 @@ from seeds import mix_seeds
 CACHE_DIR = REPO / ".cache"  # fixture caches, verified by hash on every load
 TIME_BUDGET_SECS = 180 * DEADLINE_SCALE  # whole trial; honest kernels finish in ~10 s
 WARMUP_ROUNDS = 1  # untimed first round: compiles and warms caches
-IDLE_CPU_LIMIT_NS = 2_000_000  # CPU a waiting contestant may burn during the other's batch
 
 # The gate (HARNESS.md section 4) and its statistics (section 3).
 TRIM = 0.2  # fraction of rounds trimmed at each end of a combo's log ratios
@@ -44,7 +43,7 @@ T90_TABLE = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.81
              1.782, 1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725)  # t(0.95, dof 1..20)
 
 # What a target's run_experiment.py must define (docs/adding-a-target.md).
-TARGET_CONSTANTS = ("KERNEL_CLASS", "KERNEL_METHOD", "ROUNDS", "CALLS_PER_BATCH", "UNIT")
+TARGET_CONSTANTS = ("KERNEL_CLASS", "KERNEL_METHOD", "ROUNDS", "UNIT")
 TARGET_FUNCTIONS = ("fixtures", "check_battery", "init_args", "draw_calls", "check_timed")
 
 
@@ -123,56 +122,71 @@ def whose(label):
 # ---------------------------------------------------------------- 3. timing
 class Samples(NamedTuple):
     log_ratios: list  # per timed round: log(candidate CPU / champion CPU)
-    candidate_ns: list  # per timed round: CPU ns of the batch
+    candidate_ns: list  # per timed round: CPU ns per call
     champion_ns: list
 
 
 def time_batch(order, name, method, calls, phase):
-    """Both kernels answer the same calls, one after the other on the benchmark core; the one
-    waiting must stay idle. Returns (CPU ns by label, outputs by label)."""
+    """Both kernels answer the same calls, one after the other on the benchmark core.
+    Returns (CPU ns by label, outputs by label)."""
     cpu, outs = {}, {}
-    for runner, waiting in (order, order[::-1]):
-        idle_before = process_cpu_ns(waiting.proc.pid)
-        outs[runner.label], cpu[runner.label], wall = runner.request(phase, "call", name, method,
-                                                                     calls)
-        idle_cpu = process_cpu_ns(waiting.proc.pid) - idle_before
-        if idle_cpu > IDLE_CPU_LIMIT_NS + wall // 10:
-            raise TrialFault("fail", f"{waiting.label} kernel burned {idle_cpu / 1e6:.1f} ms CPU "
-                                     f"while idle in {phase}: work escaping the timer")
+    for runner in order:
+        outs[runner.label], cpu[runner.label], _ = runner.request(phase, "call", name, method,
+                                                                  calls)
     return cpu, outs
 
 
-def time_side_by_side(pair, workloads, rounds, spec, rng):
-    """Interleaved rounds over every combo in random order; in a combo both kernels answer a
-    fresh batch in mirrored order (AB, then BA next round). Returns Samples per combo."""
-    candidate, champion = pair
+class Batch(NamedTuple):
+    round: int
+    workload: dict
+    calls: list  # the argument tuples both kernels are called with
+    truth: object  # what drawing the calls already told about their answers (or None)
+    order: tuple  # (first, second) contestant: AB one round, BA the next
+
+
+def rounds_of(pair, workloads, rounds, spec, rng):
+    """Each round's batches, drawn before the round is timed: the judge's own work (drawing a
+    page is milliseconds of numpy) must not churn the shared cache between timed batches.
+    Combos come in random order, never the same one twice in a row; in a combo the order of
+    the two kernels alternates from a random start."""
     run_seed = int(rng.integers(0, 2**63))  # fresh inputs every run, unknown in advance
+    first = {w["name"]: int(rng.integers(2)) for w in workloads}
+    last = None
+    for r in range(WARMUP_ROUNDS + rounds):
+        visit = [workloads[i] for i in rng.permutation(len(workloads))]
+        if visit[0]["name"] == last and len(visit) > 1:
+            visit[0], visit[1] = visit[1], visit[0]
+        last = visit[-1]["name"]
+        yield [Batch(r, w, *spec.draw_calls(w, mix_seeds(run_seed, w["name"], r)),
+                     pair if (r + first[w["name"]]) % 2 else pair[::-1]) for w in visit]
+
+
+def time_side_by_side(pair, workloads, rounds, spec, rng):
+    """Round by round: draw, time every batch on both kernels, then check the outputs
+    (check_timed). Returns Samples per combo."""
     for contestant in pair:
         for w in workloads:
             contestant.request(f"__init__ of {w['name']}", "init", w["name"], spec.init_args(w))
     samples = {w["name"]: Samples([], [], []) for w in workloads}
-    first = {w["name"]: int(rng.integers(2)) for w in workloads}
-    for r in range(WARMUP_ROUNDS + rounds):
-        for index in rng.permutation(len(workloads)):
-            w = workloads[index]
-            name = w["name"]
-            calls = spec.draw_calls(w, mix_seeds(run_seed, name, r))
-            order = pair if (r + first[name]) % 2 else pair[::-1]
-            cpu, outs = time_batch(order, name, spec.KERNEL_METHOD, calls,
-                                   f"timed batch {name} round {r}")
-            spot = int(rng.integers(len(calls)))  # which timed output meets the oracle
+    for batches in rounds_of(pair, workloads, rounds, spec, rng):
+        timed = [time_batch(b.order, b.workload["name"], spec.KERNEL_METHOD, b.calls,
+                            f"timed batch {b.workload['name']} round {b.round}")
+                 for b in batches]
+        for b, (cpu, outs) in zip(batches, timed, strict=True):
+            name = b.workload["name"]
+            spot = int(rng.integers(len(b.calls)))  # which timed output meets the oracle
             for label, answers in outs.items():
-                problem = spec.check_timed(w, calls, answers, spot)
+                problem = spec.check_timed(b.workload, b.calls, b.truth, answers, spot)
                 if problem:
-                    raise TrialFault("fail", f"{label} kernel wrong while timed: {name} round "
-                                             f"{r}: {problem}")
-            if r >= WARMUP_ROUNDS:
+                    raise TrialFault("fail", f"{label} kernel wrong while timed: {name} "
+                                             f"round {b.round}: {problem}")
+            if b.round >= WARMUP_ROUNDS:
                 s = samples[name]
                 s.log_ratios.append(math.log(cpu["candidate"] / cpu["champion"]))
-                s.candidate_ns.append(cpu["candidate"])
-                s.champion_ns.append(cpu["champion"])
-        if r % 6 == 0:
-            progress(f"timing round {r + 1}/{WARMUP_ROUNDS + rounds}")
+                s.candidate_ns.append(cpu["candidate"] / len(b.calls))
+                s.champion_ns.append(cpu["champion"] / len(b.calls))
+        if batches[0].round % 6 == 0:
+            progress(f"timing round {batches[0].round + 1}/{WARMUP_ROUNDS + rounds}")
     return samples
 
 
@@ -241,14 +255,13 @@ class Judgement(NamedTuple):
     geomean_us: float  # the same per call, in microseconds (results.tsv's geomean_us)
 
 
-def judge(samples, is_baseline, calls_per_batch, unit):
+def judge(samples, is_baseline, unit):
     """Per-combo ratios and CIs, the geomean, the verdict. unit = (name, units per call, ns
     per unit) of the reported time, e.g. ("us_per_query", 1, 1e3)."""
     _, units_per_call, ns_per_unit = unit
     summaries = {name: log_ratio_summary(s.log_ratios) for name, s in samples.items()}
     combos = {name: ratio_with_ci(*summary) for name, summary in summaries.items()}
-    per_call_ns = {name: (float(np.median(s.candidate_ns)) / calls_per_batch,
-                          float(np.median(s.champion_ns)) / calls_per_batch)
+    per_call_ns = {name: (float(np.median(s.candidate_ns)), float(np.median(s.champion_ns)))
                    for name, s in samples.items()}
     per_unit = {name: tuple(ns / units_per_call / ns_per_unit for ns in pair)
                 for name, pair in per_call_ns.items()}
@@ -379,7 +392,7 @@ def race(target, harness, candidate_source, champion, args):
     finally:
         for contestant in contestants:
             contestant.close()
-    judgement = judge(samples, champion.is_baseline, spec.CALLS_PER_BATCH, spec.UNIT)
+    judgement = judge(samples, champion.is_baseline, spec.UNIT)
     return Outcome(judgement.verdict, correctness, "", judgement, peak)
 
 

@@ -5,7 +5,7 @@ Map:
   Contestant               the judge's side: start the process, send a request, time it from
                            outside, read the reply back as plain arrays
   process_cpu_ns, ...      a process's CPU time and memory, read from outside
-  output_slot, encode_arrays, decode_arrays   the shared-memory wire format
+  output_slot, encode_reply, decode_reply     the shared-memory wire format
   child_main               the kernel's side (`python contestant.py FD...`): load, init, call,
                            verify; it never judges and never writes results
 Requests travel on a pipe; call arguments and replies in shared memory. The child's sandbox
@@ -13,7 +13,6 @@ is sandbox.py.
 """
 import hashlib
 import importlib.util
-import json
 import math
 import mmap
 import os
@@ -40,9 +39,11 @@ CALL_DEADLINE_SECS = 30 * DEADLINE_SCALE  # one request: a battery case (with th
 #                                           compile of a first call) or a timed batch
 CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-space cap
 MAX_MESSAGE_BYTES = 256 << 20  # a reply larger than this is a contract violation
-REPLY_HEADER_BYTES = 1 << 20  # a reply's JSON header lives before its arrays
+REPLY_HEADER_BYTES = 1 << 20  # a reply's header lives before its arrays
 OUTPUT_SLOT = "__output_slot__"  # marks a call argument the contestant fills (output_slot)
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
+IDLE_CPU_LIMIT_NS = 200_000  # CPU a contestant may burn between two of its requests, asleep
+#                             (honest ones burn none: its clock stands still while it blocks)
 # glibc malloc in contestants keeps freed multi-MiB buffers mapped: otherwise every call
 # page-faults fresh mappings, in a history-dependent way (a 7 % A/A bias on large outputs).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
@@ -93,9 +94,8 @@ def _write_all(fd, data, deadline=math.inf):
 def _read_exact(fd, size, deadline):
     chunks, got = [], 0
     while got < size:
-        remaining = None if deadline == math.inf else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0 or not select.select([fd], [], [],
-                                                                         remaining)[0]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
             raise TimeoutError
         chunk = os.read(fd, min(size - got, 1 << 20))
         if not chunk:
@@ -105,18 +105,51 @@ def _read_exact(fd, size, deadline):
     return b"".join(chunks)
 
 
-def _send_frame(fd, payload, deadline=math.inf):
+def _send_frame(fd, payload, deadline):
     _write_all(fd, struct.pack("<Q", len(payload)) + payload, deadline)
 
 
-def _recv_frame(fd, deadline):
-    (size,) = struct.unpack("<Q", _read_exact(fd, 8, deadline))
+def _recv_frame_blocking(fd):
+    """Contestant side: the next frame, in as few system calls as it takes (one, mostly):
+    every one of them is inside the kernel's timed request."""
+    data = os.read(fd, 1 << 16)
+    if len(data) < 8:
+        data += _read_exact_blocking(fd, 8 - len(data))
+    (size,) = struct.unpack_from("<Q", data)
     if size > MAX_MESSAGE_BYTES:
         raise ValueError(f"a message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
-    return _read_exact(fd, size, deadline)
+    if len(data) < 8 + size:
+        data += _read_exact_blocking(fd, 8 + size - len(data))
+    return memoryview(data)[8:]
+
+
+def _read_exact_blocking(fd, size):
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------- the reply format
+# A reply lies in the shared reply memory: at offset 0 the count of the int64 header words
+# that follow it, then the words, then (from REPLY_HEADER_BYTES, 64-byte aligned) the arrays.
+#   REPLY_OK, outputs, then per output: its array count, per array (dtype code, ndim, offset,
+#     *shape)
+#   REPLY_STACKED, outputs, arrays per output, per array position (dtype code, ndim, offset,
+#     *shape): where every output has the same dtypes and shapes, one region per position
+#     holds that array of every output, back to back (one copy, not one per call)
+#   REPLY_ERROR, the byte length of a UTF-8 message that follows the words
+REPLY_ERROR, REPLY_OK, REPLY_STACKED = 0, 1, 2
+DTYPES = ("|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8")
+DTYPE_CODES = {np.dtype(d): code for code, d in enumerate(DTYPES)}  # all a reply may carry
+MAX_NDIM = 8  # dimensions of an output array
+MAX_ERROR_BYTES = 1 << 16  # an error message is cut to this
+
+
 def output_slot(dtype, length):
     """A call argument the contestant replaces with a writable array in the reply memory: a
     kernel that fills it and returns it (or a prefix of it) sends its output without a copy."""
@@ -127,7 +160,7 @@ def _fill_slots(call_args, replies, cursor):
     """Contestant side: output slots become views into the reply memory, past the header."""
     filled = []
     for arg in call_args:
-        if type(arg) is tuple and len(arg) == 3 and arg[0] == OUTPUT_SLOT:
+        if type(arg) is tuple and arg[:1] == (OUTPUT_SLOT,):
             dtype = np.dtype(arg[1])
             filled.append(np.frombuffer(replies, dtype, arg[2], cursor[0]))
             cursor[0] += -(-arg[2] * dtype.itemsize // 64) * 64
@@ -136,69 +169,155 @@ def _fill_slots(call_args, replies, cursor):
     return tuple(filled)
 
 
-def encode_arrays(results, out=None, start=REPLY_HEADER_BYTES):
-    """Contestant side: a list of output tuples -> the reply: a size-prefixed JSON header at
-    offset 0, arrays at the offsets it names. Arrays already in `out` (filled output slots)
-    stay where they are; others are copied once, from `start` on. Returns the reply's size
-    (without `out`, its bytes). Plain ndarrays only."""
-    header, copies, pos = [], [], start
-    base = None if out is None else np.frombuffer(out, np.uint8).ctypes.data
+def _write_header(replies, words):
+    if 8 * (len(words) + 1) > REPLY_HEADER_BYTES:
+        raise ValueError(f"a reply header of {len(words)} words exceeds {REPLY_HEADER_BYTES} bytes")
+    struct.pack_into(f"<Q{len(words)}q", replies, 0, len(words), *words)
+
+
+def _array_code(arr):
+    if type(arr) is not np.ndarray:
+        raise TypeError(f"an output element is {type(arr).__module__}.{type(arr).__name__}, "
+                        "not exactly numpy.ndarray")
+    code = DTYPE_CODES.get(arr.dtype)
+    if code is None or arr.ndim > MAX_NDIM:
+        raise TypeError(f"an output has dtype {arr.dtype} and {arr.ndim} dimensions: only "
+                        f"plain numeric arrays of up to {MAX_NDIM} travel")
+    return code
+
+
+def _columns_if_uniform(results):
+    """The outputs as columns (one per array position) when every output is a tuple of plain
+    arrays with the first output's dtypes and shapes, else None: such a batch travels
+    stacked."""
+    if not all(type(r) is tuple for r in results):
+        return None
+    try:
+        columns = list(zip(*results, strict=True))
+        if not columns or any(len({(type(a), a.dtype, a.shape) for a in c}) != 1
+                              or type(c[0]) is not np.ndarray for c in columns):
+            return None
+    except (ValueError, AttributeError):  # outputs of unequal length, or not arrays
+        return None
+    return columns
+
+
+def encode_reply(results, replies, start=REPLY_HEADER_BYTES, base=None):
+    """Contestant side: output tuples into `replies`; returns the reply's size. Arrays are
+    copied once from `start` on; when output slots were filled (`base` is then the address of
+    the reply memory), an array that already lies in the reply memory stays where it is.
+    Plain ndarrays of plain numeric dtypes only."""
+    columns = _columns_if_uniform(results) if base is None and len(results) > 1 else None
+    if columns:
+        words, pos = [REPLY_STACKED, len(results), len(columns)], start
+        for column in columns:
+            code, shape = _array_code(column[0]), column[0].shape
+            nbytes = column[0].nbytes * len(column)
+            if pos + nbytes > len(replies):
+                raise ValueError(f"outputs exceed the {len(replies)} byte reply memory")
+            np.concatenate(column, axis=None, out=np.frombuffer(
+                replies, column[0].dtype, column[0].size * len(column), pos))
+            words += (code, len(shape), pos, *shape)
+            pos += -(-nbytes // 64) * 64
+        _write_header(replies, words)
+        return max(pos, 8 * (len(words) + 1))
+    words, pos, end = [REPLY_OK, len(results)], start, 0
     for result in results:
-        if not isinstance(result, tuple):
+        if type(result) is not tuple:
             raise TypeError(f"an output is {type(result).__name__}, expected a tuple of arrays")
-        entry = []
+        words.append(len(result))
         for arr in result:
-            if type(arr) is not np.ndarray:
-                raise TypeError(f"an output element is {type(arr).__module__}."
-                                f"{type(arr).__name__}, not exactly numpy.ndarray")
-            where = None if base is None else arr.ctypes.data - base
-            if not (arr.flags.c_contiguous and where is not None
-                    and REPLY_HEADER_BYTES <= where <= len(out) - arr.nbytes):
+            code = _array_code(arr)
+            where = None
+            if base is not None and arr.flags.c_contiguous:
+                where = arr.ctypes.data - base  # in the reply memory (a filled slot): no copy
+            if where is None or not REPLY_HEADER_BYTES <= where <= len(replies) - arr.nbytes:
                 where = pos
-                copies.append((arr, pos))
+                if pos + arr.nbytes > len(replies):
+                    raise ValueError(f"outputs exceed the {len(replies)} byte reply memory")
+                flat = arr if arr.flags.c_contiguous else arr.copy()
+                replies[pos:pos + arr.nbytes] = flat.data.cast("B")
                 pos += -(-arr.nbytes // 64) * 64
-            entry.append([arr.dtype.str, list(arr.shape), arr.nbytes, where])
-        header.append(entry)
-    return _write_reply({"ok": True, "outs": header}, copies, out)
+            end = max(end, where + arr.nbytes)
+            words += (code, arr.ndim, where, *arr.shape)
+    _write_header(replies, words)
+    return max(end, 8 * (len(words) + 1))
 
 
-def _write_reply(head, copies, out):
-    head = json.dumps(head).encode()
-    ends = [8 + len(head)] + [e[3] + e[2] for entry in json.loads(head).get("outs", [])
-                              for e in entry]
-    size = max(ends)
-    if 8 + len(head) > REPLY_HEADER_BYTES or size > MAX_MESSAGE_BYTES:
-        raise ValueError(f"outputs of {size} bytes exceed the {MAX_MESSAGE_BYTES} byte limit")
-    buffer = bytearray(size) if out is None else out
-    buffer[:8 + len(head)] = struct.pack("<Q", len(head)) + head
-    for arr, pos in copies:
-        view = np.frombuffer(buffer, np.uint8, arr.nbytes, pos)
-        view[:] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-    return bytes(buffer) if out is None else size
+def encode_error(message, replies):
+    raw = message.encode("utf-8", "replace")[:MAX_ERROR_BYTES]
+    _write_header(replies, (REPLY_ERROR, len(raw)))
+    replies[24:24 + len(raw)] = raw
+    return 24 + len(raw)
 
 
-def decode_arrays(payload):
-    """Judge side: rebuild arrays from untrusted bytes; only plain numeric dtypes, each within
-    the reply and clear of its header."""
-    (head_size,) = struct.unpack_from("<Q", payload)
-    head = json.loads(bytes(payload[8:8 + head_size]))
-    if not head.get("ok"):
-        return None, str(head.get("error", "unknown contestant error"))
-    outs = []
-    for entry in head["outs"]:
-        out = []
-        for dtype_str, shape, nbytes, pos in entry:
-            dtype = np.dtype(dtype_str)
-            if dtype.kind not in "biuf" or dtype.itemsize > 8:
-                raise ValueError(f"dtype {dtype_str} is not a plain numeric type")
-            count = int(np.prod(shape)) if shape else 1
-            if nbytes != count * dtype.itemsize:
-                raise ValueError("array byte count does not match its shape")
-            if pos < 8 + head_size or pos + nbytes > len(payload):
-                raise ValueError("array lies outside the reply")
-            out.append(np.frombuffer(payload, dtype, count, pos).reshape(shape))
-        outs.append(tuple(out))
+def _decode_array(reply, words, at, count):
+    """The array described at words[at:], `count` of them back to back, as one fresh array
+    (leading axis: count); and the index past its description."""
+    code, ndim, offset = words[at:at + 3]
+    if not (0 <= code < len(DTYPES) and 0 <= ndim <= MAX_NDIM):
+        raise ValueError(f"dtype code {code}, {ndim} dimensions")
+    shape = words[at + 3:at + 3 + ndim]
+    if len(shape) != ndim or any(d < 0 for d in shape):
+        raise ValueError(f"shape {shape}")
+    dtype = np.dtype(DTYPES[code])
+    items = math.prod(shape) * count
+    if not REPLY_HEADER_BYTES <= offset <= len(reply) - items * dtype.itemsize:
+        raise ValueError("an array outside the reply")
+    return np.frombuffer(reply, dtype, items, offset).reshape(count, *shape).copy(), at + 3 + ndim
+
+
+def decode_reply(reply):
+    """Judge side: (outputs as fresh arrays, None) or (None, the kernel's error), rebuilt from
+    untrusted bytes: every count, dtype code, shape and offset is checked against the reply.
+    Raises ValueError for a malformed reply."""
+    (count,) = struct.unpack_from("<Q", reply, 0)
+    if not 2 <= count <= REPLY_HEADER_BYTES // 8 - 1 or 8 * (count + 1) > len(reply):
+        raise ValueError(f"a reply header of {count} words")
+    words = struct.unpack_from(f"<{count}q", reply, 8)
+    status, outputs = words[:2]
+    if status == REPLY_ERROR:
+        if not 0 <= outputs <= len(reply) - 24:
+            raise ValueError("an error message outside the reply")
+        return None, bytes(reply[24:24 + outputs]).decode("utf-8", "replace")
+    outs, at = [], 2
+    try:
+        if status == REPLY_STACKED:
+            columns, at = [], 3
+            for _ in range(words[2]):
+                column, at = _decode_array(reply, words, at, outputs)
+                columns.append(column)
+            outs = [tuple(column[j] for column in columns) for j in range(outputs)]
+        elif status == REPLY_OK:
+            for _ in range(outputs):
+                out, at = [], at + 1
+                for _ in range(words[at - 1]):
+                    arr, at = _decode_array(reply, words, at, 1)
+                    out.append(arr[0])
+                outs.append(tuple(out))
+        else:
+            raise ValueError(f"reply status {status}")
+    except (TypeError, IndexError):
+        raise ValueError("a truncated reply header") from None
+    if at != count:
+        raise ValueError(f"{count - at} header words left over")
     return outs, None
+
+
+def _columns(calls):
+    """A batch's calls as columns, one per argument: a stacked array where every call has an
+    array of one dtype and shape (the contestant then gets row views: one buffer, not one per
+    call), else a list."""
+    columns = []
+    for values in zip(*calls, strict=True):
+        first = values[0]
+        if type(first) is np.ndarray and all(
+                type(v) is np.ndarray and v.dtype == first.dtype and v.shape == first.shape
+                for v in values):
+            columns.append(np.stack(values))
+        else:
+            columns.append(list(values))
+    return columns
 
 
 # ---------------------------------------------------------------- the judge's side
@@ -244,6 +363,7 @@ class Contestant:
         for fd in fds:
             os.close(fd)
         os.set_blocking(self.to_child, False)
+        self.cpu_end = None
         self.send("load", source, f"{self.workdir}/kernels.py", class_name,
                   limit_secs=LOAD_DEADLINE_SECS)
 
@@ -251,6 +371,11 @@ class Contestant:
         """Start a request; `receive` finishes it. Only one request is in flight. The arrays
         of a call travel through shared memory the contestant can only read: no copies."""
         buffers = []
+        self.expected_outputs = len(args[2]) if op == "call" else 0
+        if op == "call":
+            calls = args[2]
+            slots = any(type(a) is tuple and a[:1] == (OUTPUT_SLOT,) for c in calls for a in c)
+            args = (*args[:2], len(calls), _columns(calls), slots)
         message = pickle.dumps((op, *args), protocol=5,
                                buffer_callback=buffers.append if op == "call" else None)
         layout, pos = [], 0
@@ -259,14 +384,16 @@ class Contestant:
             if pos + raw.nbytes > MAX_MESSAGE_BYTES:
                 raise HarnessError(f"call arguments exceed {MAX_MESSAGE_BYTES} bytes")
             self.requests[pos:pos + raw.nbytes] = raw
-            layout.append((pos, raw.nbytes))
+            layout += (pos, raw.nbytes)
             pos += -(-raw.nbytes // 64) * 64  # cache-line aligned, like a fresh allocation
-        payload = pickle.dumps((layout, message))
-        self.expected_outputs = len(args[2]) if op == "call" else 0
+        payload = struct.pack(f"<Q{len(layout)}Q", len(buffers), *layout) + message
         self.limit_secs = limit_secs
         self.deadline = min(time.monotonic() + limit_secs, self.budget_end)
         self.cpu_start = process_cpu_ns(self.proc.pid)
         self.wall_start = time.perf_counter_ns()
+        # CPU since its last reply, when it should have been asleep (the first request, the
+        # load, also covers the interpreter's start)
+        self.phase_idle = 0 if self.cpu_end is None else self.cpu_start - self.cpu_end
         try:
             _send_frame(self.to_child, payload, self.deadline)
         except OSError:  # gone, or stopped reading (TimeoutError): receive() reports which
@@ -279,12 +406,11 @@ class Contestant:
             (size,) = struct.unpack("<Q", _read_exact(self.from_child, 8, deadline))
             wall = time.perf_counter_ns() - self.wall_start
             wait_until_blocked(self.proc.pid)
-            cpu = process_cpu_ns(self.proc.pid) - self.cpu_start
+            self.cpu_end = process_cpu_ns(self.proc.pid)
+            cpu = self.cpu_end - self.cpu_start
             if size > MAX_MESSAGE_BYTES:
                 raise ValueError(f"reply of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
-            outs, error = decode_arrays(memoryview(self.replies)[:size])
-            # Copies the kernel cannot touch: only the arrays, not the header's 1 MiB.
-            outs = outs and [tuple(a.copy() for a in out) for out in outs]
+            outs, error = decode_reply(memoryview(self.replies)[:size])
             if error is None and len(outs) != self.expected_outputs:
                 raise ValueError(f"{len(outs)} outputs for {self.expected_outputs} calls")
         except TimeoutError:
@@ -296,7 +422,7 @@ class Contestant:
         except EOFError:
             raise TrialFault("crash", f"{self.label} kernel process died in {phase}: "
                                       f"{self.exit_description()}") from None
-        except (ValueError, KeyError, TypeError, struct.error, json.JSONDecodeError) as e:
+        except (ValueError, struct.error) as e:
             self.kill()
             raise TrialFault("crash", f"{self.label} kernel sent a malformed reply in {phase}: "
                                       f"{e}") from None
@@ -304,6 +430,9 @@ class Contestant:
             if "MemoryError" in error:
                 error += f" (the memory cap is {CHILD_MEM_CAP_MB} MiB of address space)"
             raise TrialFault("crash", f"{self.label} kernel raised in {phase}: {error}")
+        if self.phase_idle > IDLE_CPU_LIMIT_NS:
+            raise TrialFault("fail", f"{self.label} kernel burned {self.phase_idle / 1e6:.1f} ms "
+                                     f"CPU while it waited for {phase}: work escaping the timer")
         if cpu > wall * MULTICORE_SLACK + 2_000_000:
             raise TrialFault("fail", f"{self.label} kernel used more than one core in {phase}: "
                                      f"{cpu / 1e6:.1f} ms CPU in {wall / 1e6:.1f} ms wall")
@@ -394,17 +523,21 @@ def _check_inputs(seen, handle):
 
 def child_main(fd_in, fd_out, fd_replies, fd_requests):
     """The kernel's process: load source, build instances, answer calls with raw arrays
-    written into the shared reply buffer; the pipe carries their size. Call arguments are
-    read-only views of the shared request buffer."""
+    written into the shared reply memory; the pipe carries the reply's size. Call arguments
+    are read-only views of the shared request memory."""
     kernel_class, instances, inputs_seen = None, {}, {}
     replies = mmap.mmap(fd_replies, MAX_MESSAGE_BYTES)
+    replies_address = np.frombuffer(replies, np.uint8).ctypes.data
     requests = memoryview(mmap.mmap(fd_requests, MAX_MESSAGE_BYTES, prot=mmap.PROT_READ))
     while True:
         try:
-            layout, message = pickle.loads(_recv_frame(fd_in, math.inf))
+            frame = _recv_frame_blocking(fd_in)
         except EOFError:
             return
-        op, *args = pickle.loads(message, buffers=[requests[a:a + n] for a, n in layout])
+        (count,) = struct.unpack_from("<Q", frame)
+        layout = struct.unpack_from(f"<{2 * count}Q", frame, 8)
+        op, *args = pickle.loads(frame[8 + 16 * count:], buffers=[
+            requests[a:a + n] for a, n in zip(layout[::2], layout[1::2], strict=True)])
         try:
             if op == "load":
                 source, path, class_name = args
@@ -416,7 +549,6 @@ def child_main(fd_in, fd_out, fd_replies, fd_requests):
                 kernel_class = getattr(module, class_name, None)
                 if not callable(kernel_class):
                     raise AttributeError(f"kernels.py defines no class {class_name}")
-                size = encode_arrays([], replies)
             elif op == "init":
                 handle, ctor_args = args
                 _check_inputs(inputs_seen.pop(handle, None), handle)  # before it is replaced
@@ -425,25 +557,28 @@ def child_main(fd_in, fd_out, fd_replies, fd_requests):
                     if isinstance(arr, np.ndarray):
                         arr.setflags(write=False)  # inputs are read-only by contract
                 instances[handle] = kernel_class(*ctor_args)
-                size = encode_arrays([], replies)
             elif op == "call":
-                handle, method, arg_list = args
+                handle, method, count, columns, slots = args
                 bound = getattr(instances[handle], method)
                 cursor = [REPLY_HEADER_BYTES]
-                results = [bound(*_fill_slots(call_args, replies, cursor))
-                           for call_args in arg_list]
-                size = encode_arrays(results, replies, cursor[0])
+                calls = zip(*columns, strict=True) if columns else [()] * count
+                if slots:
+                    calls = [_fill_slots(call_args, replies, cursor) for call_args in calls]
+                results = [bound(*call_args) for call_args in calls]
+                filled = cursor[0] > REPLY_HEADER_BYTES
+                size = encode_reply(results, replies, cursor[0],
+                                    replies_address if filled else None)
             elif op == "verify":
                 for handle, seen in inputs_seen.items():
                     _check_inputs(seen, handle)
-                size = encode_arrays([], replies)
             else:
                 raise ValueError(f"unknown request {op!r}")
+            if op != "call":
+                size = encode_reply([], replies)
         except Exception as e:
             lines = traceback.format_exception(e)
-            tail = "".join(lines[-3:]).strip().replace("\n", " | ")
-            size = _write_reply({"ok": False, "error": tail}, [], replies)
-        _write_all(fd_out, struct.pack("<Q", size))
+            size = encode_error("".join(lines[-3:]).strip().replace("\n", " | "), replies)
+        os.write(fd_out, struct.pack("<Q", size))  # 8 bytes: a pipe takes them whole
 
 
 if __name__ == "__main__":

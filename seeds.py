@@ -44,13 +44,18 @@ def mix_seeds(*parts):
 
 
 def splitmix64_stream(seed, count):
-    """The first `count` outputs of SplitMix64(seed), vectorised (uint64 arithmetic wraps)."""
-    steps = np.arange(1, count + 1, dtype=np.uint64)
+    """The first `count` outputs of SplitMix64(seed), vectorised and in place (uint64
+    arithmetic wraps): fresh timed inputs are drawn from it every round."""
+    z = np.arange(1, count + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        z = np.uint64(seed & MASK64) + steps * np.uint64(GOLDEN_GAMMA)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+        z *= np.uint64(GOLDEN_GAMMA)
+        z += np.uint64(seed & MASK64)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
 
 
 def uniform01(seed, shape):

@@ -46,7 +46,6 @@ BANDWIDTH_BYTES = 256 << 20  # array read to measure bandwidth: far larger than 
 BANDWIDTH_REPEATS = 8  # best of: ~10 ms each; other load on the machine only slows a pass
 ASSUMED_LOADS_PER_CYCLE = 2  # lookups per cycle: x86 loads since Haswell/Zen 2 (Zen 3+: 3)
 FALLBACK_CLOCK_GHZ = 3.0  # used, and said, when /proc/cpuinfo has no "cpu MHz" (e.g. arm64)
-TRANSPORT_US_PER_BATCH = 80  # pipe and pickling a contestant pays per batch (run_experiment)
 INSTALL_HINT = ".venv/bin/pip install -r tools/requirements-peers.txt"  # or `make peers`
 
 
@@ -216,7 +215,7 @@ def time_rounds(impls, workloads, rounds, cpus):
     for r in range(1 + rounds):
         for index in order_rng.permutation(len(workloads)):
             w = workloads[index]
-            queries = inputs.draw_queries(w, judge.CALLS_PER_BATCH,
+            queries = inputs.draw_queries(w, judge.queries_per_batch(w),
                                           common.mix_seeds(QUERY_SEED, w["name"], r))
             calls = [(q, inputs.SPEED_K) for q in queries]
             shift = (r + int(index)) % len(impls)  # each implementation takes each slot
@@ -224,7 +223,7 @@ def time_rounds(impls, workloads, rounds, cpus):
             for impl in impls[shift:] + impls[:shift]:
                 answers[impl["label"]], cpu = run_batch(impl, w, calls, bench_cpu, judge_cpus)
                 if r > 0:
-                    ns[impl["label"]][w["name"]].append(cpu)
+                    ns[impl["label"]][w["name"]].append(cpu / len(calls))
             if r == 0:
                 problems += verify(answers, w, queries)
         if problems:
@@ -261,10 +260,8 @@ def report(us, roofs, names, labels, extra):
         cells = "".join(f"{us[label][n]:10.1f}" for label in labels)
         memory, lookups, roof = roofs[n]
         print(f"{n:18}{cells}{roof:10.1f}{memory:9.1f}{lookups:9.1f}")
-    per_query = TRANSPORT_US_PER_BATCH / judge.CALLS_PER_BATCH
-    print(f"contestant figures include ~{TRANSPORT_US_PER_BATCH} us of pipe transport per "
-          f"batch of {judge.CALLS_PER_BATCH} (~{per_query:.0f} us/query); in-process peers "
-          "pay none")
+    print("contestant figures include the harness's cost per request (make calibrate measures "
+          "it: harness_overhead); in-process peers pay none")
     us = {**us, "roofline": {n: roofs[n][2] for n in names}}
     block = {"target": TARGET, **extra,
              "champion_vs_faiss": ratio_text(us, "champion", "faiss", names),
@@ -334,7 +331,7 @@ def main(argv=None):
               file=sys.stderr)
         return common.STATUS_EXIT["fail"]
     names = [w["name"] for w in workloads]
-    us = {label: {n: float(np.median(v[n])) / judge.CALLS_PER_BATCH / 1e3 for n in names}
+    us = {label: {n: float(np.median(v[n])) / 1e3 for n in names}
           for label, v in ns.items()}
     if "baseline" not in us:
         us["baseline"] = us["champion"]  # one kernel plays both (pick_kernels said why)
@@ -345,7 +342,7 @@ def main(argv=None):
              "baseline_sha": next((k[2] for k in kernels if k[0] == "baseline"), kernels[0][2]),
              "champion_sha": kernels[-1][2],
              "verified": "every answer of the untimed first round, by the oracle",
-             "rounds": rounds, "queries_per_batch": judge.CALLS_PER_BATCH,
+             "rounds": rounds,
              "memory_bandwidth_gbs": f"{bandwidth:.1f}",
              "assumed_loads_per_cycle": ASSUMED_LOADS_PER_CYCLE,
              "clock_ghz": f"{ghz:.3f} ({clock_source})"}

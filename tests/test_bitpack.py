@@ -192,14 +192,16 @@ def test_check_rejects_wrong_types_and_lengths():
 
 
 # ---------------------------------------------------------------- the judge
-def test_check_passes_on_the_baseline(tmp_path):
-    trial = run_trial(BASELINE, tmp_path / "results.tsv", extra=["--check"], target="bitpack")
+def test_check_passes_on_the_baseline(test_tree, tmp_path):
+    trial = run_trial(test_tree, BASELINE, tmp_path / "results.tsv", extra=["--check"],
+                      target="bitpack")
     assert trial.code == 0, trial.stdout + trial.stderr
     assert trial.block["correctness"] == "pass" and trial.block["status"] == "checked"
 
 
-def test_a_short_trial_runs(tmp_path):
-    trial = run_trial(BASELINE, tmp_path / "results.tsv", champion=BASELINE, target="bitpack")
+def test_a_short_trial_runs(test_tree, tmp_path):
+    trial = run_trial(test_tree, BASELINE, tmp_path / "results.tsv", champion=BASELINE,
+                      target="bitpack")
     assert trial.code == 0, trial.stdout + trial.stderr
     assert trial.block["correctness"] == "pass"
     assert float(trial.block["geomean_ns_per_value"]) > 0

@@ -373,70 +373,89 @@ def test_wrong_header_is_a_usage_error(tmp_path):
 
 
 # ---------------------------------------------------------------- the reply codec
-def split_payload(payload):
-    (size,) = struct.unpack_from("<Q", payload)
-    return json.loads(payload[8:8 + size]), payload[contestant.REPLY_HEADER_BYTES:]
+REPLY_BYTES = contestant.REPLY_HEADER_BYTES + (1 << 16)  # a small reply memory for the tests
 
 
-def join_payload(head, arrays):
-    """A reply with a rewritten header; the arrays stay at their offsets."""
-    raw = json.dumps(head).encode()
-    header = struct.pack("<Q", len(raw)) + raw
-    return header + bytes(contestant.REPLY_HEADER_BYTES - len(header)) + arrays
+def encoded(results, base=None, start=contestant.REPLY_HEADER_BYTES):
+    replies = bytearray(REPLY_BYTES)
+    size = contestant.encode_reply(results, replies, start, base)
+    return replies, size
 
 
-def sample_payload():
+def header_words(replies):
+    (count,) = struct.unpack_from("<Q", replies)
+    return list(struct.unpack_from(f"<{count}q", replies, 8))
+
+
+def with_words(replies, words):
+    """The reply with its header replaced by `words` (the arrays stay where they are)."""
+    replies = bytearray(replies)
+    struct.pack_into(f"<Q{len(words)}q", replies, 0, len(words), *words)
+    return replies
+
+
+def sample_outputs():
     ids = np.arange(5, dtype=np.int64)
     dists = np.linspace(0, 1, 5, dtype=np.float32)
-    return contestant.encode_arrays([(ids, dists), (ids[:2], dists[:2])]), ids, dists
+    return [(ids, dists), (ids[::-1], dists * 2), (ids + 1, dists + 1)]
 
 
-def test_encode_decode_round_trip():
-    payload, ids, dists = sample_payload()
-    outs, error = contestant.decode_arrays(payload)
-    assert error is None and len(outs) == 2
-    np.testing.assert_array_equal(outs[0][0], ids)
-    assert outs[0][1].dtype == np.float32 and outs[1][0].shape == (2,)
+def test_uniform_outputs_travel_stacked_and_come_back_intact():
+    results = sample_outputs()
+    replies, size = encoded(results)
+    assert header_words(replies)[0] == contestant.REPLY_STACKED
+    outs, error = contestant.decode_reply(memoryview(replies)[:size])
+    assert error is None and len(outs) == 3
+    for got, want in zip(outs, results, strict=True):
+        assert [(a.dtype, a.shape) for a in got] == [(a.dtype, a.shape) for a in want]
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+        assert all(type(a) is np.ndarray for a in got)
 
 
-def test_decode_error_reply():
-    raw = json.dumps({"ok": False, "error": "boom"}).encode()
-    assert contestant.decode_arrays(struct.pack("<Q", len(raw)) + raw) == (None, "boom")
+def test_mixed_outputs_travel_one_array_at_a_time():
+    ids, dists = sample_outputs()[0]
+    results = [(ids, dists), (ids[:2], dists[:2].astype(np.float64)), (ids.reshape(5, 1),)]
+    replies, size = encoded(results)
+    assert header_words(replies)[0] == contestant.REPLY_OK
+    outs, error = contestant.decode_reply(memoryview(replies)[:size])
+    assert error is None
+    assert [[(a.dtype, a.shape) for a in out] for out in outs] == [
+        [(a.dtype, a.shape) for a in out] for out in results]
+    assert np.array_equal(outs[2][0], ids.reshape(5, 1))
 
 
-@pytest.mark.parametrize("dtype", ["|O", "<U4", "<c16", "|V8", "<M8[s]", "<f16"])
-def test_decode_rejects_non_numeric_dtypes(dtype):
-    payload, _, _ = sample_payload()
-    head, arrays = split_payload(payload)
-    head["outs"][0][0][0] = dtype
-    with pytest.raises(ValueError, match="not a plain numeric type"):
-        contestant.decode_arrays(join_payload(head, arrays))
+def test_error_reply():
+    replies = bytearray(REPLY_BYTES)
+    size = contestant.encode_error("boom | line two", replies)
+    assert contestant.decode_reply(memoryview(replies)[:size]) == (None, "boom | line two")
 
 
-def test_decode_rejects_byte_count_mismatch():
-    payload, _, _ = sample_payload()
-    head, arrays = split_payload(payload)
-    head["outs"][0][0][1] = [6]  # shape claims more elements than nbytes holds
-    with pytest.raises(ValueError, match="byte count"):
-        contestant.decode_arrays(join_payload(head, arrays))
-
-
-@pytest.mark.parametrize("where", ["header", "past the end"])
-def test_decode_rejects_arrays_outside_the_reply(where):
-    payload, _, _ = sample_payload()
-    head, arrays = split_payload(payload)
-    head["outs"][1][1][3] = 8 if where == "header" else len(payload) - 4
-    with pytest.raises(ValueError, match="outside the reply"):
-        contestant.decode_arrays(join_payload(head, arrays))
+@pytest.mark.parametrize("corrupt", [
+    lambda w: w[:3] + [len(contestant.DTYPES)] + w[4:],  # a dtype code beyond the whitelist
+    lambda w: w[:4] + [contestant.MAX_NDIM + 1] + w[5:],  # too many dimensions
+    lambda w: w[:5] + [8] + w[6:],  # the first array inside the header
+    lambda w: w[:5] + [REPLY_BYTES - 4] + w[6:],  # past the end of the reply
+    lambda w: w[:6] + [-1] + w[7:],  # a negative dimension
+    lambda w: w[:6] + [1 << 40] + w[7:],  # a shape larger than the reply
+    lambda w: w + [7],  # words left over
+    lambda w: w[:-2],  # a truncated header
+    lambda w: [5] + w[1:],  # an unknown status
+])
+def test_decode_rejects_malformed_headers(corrupt):
+    replies, _ = encoded(sample_outputs())
+    bad = with_words(replies, corrupt(header_words(replies)))
+    with pytest.raises(ValueError):
+        contestant.decode_reply(memoryview(bad))
 
 
 def test_filled_output_slot_is_sent_in_place():
-    replies = bytearray(contestant.REPLY_HEADER_BYTES + 4096)
+    replies = bytearray(REPLY_BYTES)
     cursor = [contestant.REPLY_HEADER_BYTES]
     (out,) = contestant._fill_slots((contestant.output_slot(np.uint32, 100),), replies, cursor)
     out[:] = np.arange(100, dtype=np.uint32)
-    size = contestant.encode_arrays([(out[:60],)], replies, cursor[0])
-    outs, _ = contestant.decode_arrays(bytes(replies[:size]))
+    base = np.frombuffer(replies, np.uint8).ctypes.data
+    size = contestant.encode_reply([(out[:60],)], replies, cursor[0], base)
+    outs, _ = contestant.decode_reply(memoryview(replies)[:size])
     np.testing.assert_array_equal(outs[0][0], np.arange(60, dtype=np.uint32))
     assert size == contestant.REPLY_HEADER_BYTES + 60 * 4  # no copy was appended
 
@@ -449,10 +468,13 @@ class TrivialSubclass(np.ndarray):
     lambda: np.ma.array(np.arange(3)),
     lambda: np.arange(3).view(TrivialSubclass),
     lambda: [1, 2, 3],
+    lambda: np.array(["a", "b"]),
+    lambda: np.array([1, 2], dtype=object),
 ])
-def test_encode_refuses_non_ndarray_elements(make):
+@pytest.mark.parametrize("calls", [1, 2])  # one output, or a batch that could be stacked
+def test_encode_refuses_what_is_not_a_plain_numeric_array(make, calls):
     with pytest.raises(TypeError):
-        contestant.encode_arrays([(make(), np.zeros(3, np.float32))])
+        encoded([(make(), np.zeros(3, np.float32))] * calls)
 
 
 @pytest.mark.parametrize("out", [
@@ -462,7 +484,15 @@ def test_encode_refuses_non_ndarray_elements(make):
 ])
 def test_encode_refuses_non_tuple_output(out):
     with pytest.raises(TypeError):
-        contestant.encode_arrays([out])
+        encoded([out, out])
+
+
+def test_calls_travel_as_columns():
+    queries = [np.full(4, j, np.float32) for j in range(3)]
+    columns = contestant._columns([(q, 10) for q in queries])
+    assert columns[0].shape == (3, 4) and columns[1] == [10, 10, 10]
+    mixed = contestant._columns([(np.zeros(2),), (np.zeros(3),)])
+    assert type(mixed[0]) is list  # shapes differ: one array per call
 
 
 # ---------------------------------------------------------------- the no-seccomp fallback

@@ -119,10 +119,10 @@ def assert_fault(trial, kernel, status, code):
 
 
 # ---------------------------------------------------------------- completed trials
-def test_unchanged_baseline_is_keep_or_discard(tmp_path):
+def test_unchanged_baseline_is_keep_or_discard(test_tree, tmp_path):
     kernel = write_kernel(tmp_path, BASELINE_KERNEL.read_bytes())
     results = tmp_path / "results.tsv"
-    trial = run_trial(kernel, results)
+    trial = run_trial(test_tree, kernel, results)
     block = trial.block
     assert trial.code == ledger.EXIT_OK, why(trial)
     assert block["status"] in ("keep", "discard") and block["verdict"] == block["status"]
@@ -138,11 +138,11 @@ def test_unchanged_baseline_is_keep_or_discard(tmp_path):
     assert row["champion_sha"] == row["kernel_sha"]  # identical source, identical sha
 
 
-def test_first_run_records_baseline_then_becomes_champion(tmp_path):
+def test_first_run_records_baseline_then_becomes_champion(test_tree, tmp_path):
     kernel = write_kernel(tmp_path, BASELINE_KERNEL.read_bytes())
     results = tmp_path / "results.tsv"
     results.write_text("")  # an empty log: no champion yet
-    trial = run_trial(kernel, results, champion=None)
+    trial = run_trial(test_tree, kernel, results, champion=None)
     block = trial.block
     assert trial.code == ledger.EXIT_OK, why(trial)
     assert block["status"] == "baseline" and block["speedup_vs_baseline"] == "1.0000"
@@ -152,7 +152,7 @@ def test_first_run_records_baseline_then_becomes_champion(tmp_path):
     # The next run takes its champion from results.tsv and the snapshot.
     candidate = write_kernel(tmp_path, BASELINE_KERNEL.read_bytes() + b"# touched\n",
                              "candidate.py")
-    trial = run_trial(candidate, results, champion=None)
+    trial = run_trial(test_tree, candidate, results, champion=None)
     block = trial.block
     assert trial.code == ledger.EXIT_OK, why(trial)
     assert block["status"] in ("keep", "discard")
@@ -161,12 +161,12 @@ def test_first_run_records_baseline_then_becomes_champion(tmp_path):
 
 
 # ---------------------------------------------------------------- faults
-def test_wrong_kernel_fails_naming_the_case(tmp_path):
+def test_wrong_kernel_fails_naming_the_case(test_tree, tmp_path):
     source = BASELINE_KERNEL.read_text()
     assert source.count(SCAN_LOOP) == 1  # the edit below must hit the scan loop
     kernel = write_kernel(tmp_path, source.replace(SCAN_LOOP, DROPPED_SCAN_LOOP))
     results = tmp_path / "results.tsv"
-    trial = run_trial(kernel, results)
+    trial = run_trial(test_tree, kernel, results)
     message = assert_fault(trial, kernel, "fail", ledger.EXIT_INCORRECT)
     assert trial.block["correctness"] == "fail"
     assert re.search(r"shape \(\d+, \d+, 256\)", message), message
@@ -175,12 +175,12 @@ def test_wrong_kernel_fails_naming_the_case(tmp_path):
 
 
 # ---------------------------------------------------------------- no row
-def test_damaged_results_is_a_usage_error(tmp_path):
+def test_damaged_results_is_a_usage_error(test_tree, tmp_path):
     kernel = write_kernel(tmp_path, NUMPY_KERNEL)
     results = tmp_path / "results.tsv"
     damaged = "\t".join(ledger.RESULTS_COLUMNS) + "\n" + "a\tb\tc\n"
     results.write_text(damaged)
-    trial = run_trial(kernel, results)
+    trial = run_trial(test_tree, kernel, results)
     assert trial.code == ledger.EXIT_USAGE, why(trial)
     assert trial.stdout == ""  # no block
     (line,) = error_lines(trial)
@@ -188,10 +188,10 @@ def test_damaged_results_is_a_usage_error(tmp_path):
     assert results.read_text() == damaged
 
 
-def test_check_passes_without_a_row(tmp_path):
+def test_check_passes_without_a_row(test_tree, tmp_path):
     kernel = write_kernel(tmp_path, NUMPY_KERNEL)
     results = tmp_path / "results.tsv"
-    trial = run_trial(kernel, results, extra=["--check"])
+    trial = run_trial(test_tree, kernel, results, extra=["--check"])
     block = trial.block
     assert trial.code == ledger.EXIT_OK, why(trial)
     assert block["status"] == "checked" and block["verdict"] == "none"
@@ -201,10 +201,10 @@ def test_check_passes_without_a_row(tmp_path):
     assert (tmp_path / ".snapshots" / TARGET / f"{sha}.py").is_file()  # checks snapshot too
 
 
-def test_check_failure_without_a_row(tmp_path):
+def test_check_failure_without_a_row(test_tree, tmp_path):
     kernel = write_kernel(tmp_path, RAISING)
     results = tmp_path / "results.tsv"
-    trial = run_trial(kernel, results, extra=["--check"])
+    trial = run_trial(test_tree, kernel, results, extra=["--check"])
     block = trial.block
     assert trial.code == ledger.EXIT_CRASH, why(trial)
     assert block["status"] == "crash" and "deliberate failure" in block["message"]
@@ -212,19 +212,19 @@ def test_check_failure_without_a_row(tmp_path):
 
 
 @pytest.mark.parametrize("extra", [["--rounds", "many"], ["--no-such-flag"]])
-def test_bad_arguments_are_usage_errors(tmp_path, extra):
+def test_bad_arguments_are_usage_errors(test_tree, tmp_path, extra):
     kernel = write_kernel(tmp_path, NUMPY_KERNEL)
-    trial = run_trial(kernel, tmp_path / "results.tsv", extra=extra)
+    trial = run_trial(test_tree, kernel, tmp_path / "results.tsv", extra=extra)
     assert trial.code == ledger.EXIT_USAGE, why(trial)
 
 
 @pytest.mark.parametrize("missing", ["kernel", "champion"])
-def test_missing_kernel_file_is_a_usage_error(tmp_path, missing):
+def test_missing_kernel_file_is_a_usage_error(test_tree, tmp_path, missing):
     present = write_kernel(tmp_path, NUMPY_KERNEL)
     absent = tmp_path / "absent.py"
     kernel, champion = (absent, present) if missing == "kernel" else (present, absent)
     results = tmp_path / "results.tsv"
-    trial = run_trial(kernel, results, champion=champion)
+    trial = run_trial(test_tree, kernel, results, champion=champion)
     assert trial.code == ledger.EXIT_USAGE, why(trial)
     (line,) = error_lines(trial)  # one clean line, no traceback
     assert line.startswith("error: ") and "absent.py" in line
