@@ -8,9 +8,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TARGETS := $(patsubst %/run_experiment.py,%,$(wildcard */run_experiment.py))
 REPORT_TARGET = $(if $(filter command line environment,$(origin TARGET)),--target $(TARGET))
-export DESC
+CONFIRM_AGAINST ?=
+export DESC CONFIRM_AGAINST
 
-.PHONY: run check revert test lint setup calibrate conformance report plot peers new-target stress known-target
+.PHONY: run check revert test lint setup calibrate confirm conformance report plot peers new-target stress known-target
 
 run: $(PY) known-target ## one trial: check, time side by side, log, verdict
 	@$(PY) $(TARGET)/run_experiment.py
@@ -29,6 +30,9 @@ lint: $(PY)
 
 calibrate: $(PY) known-target ## speed, noise and power figures of the gate (minutes)
 	@$(PY) tools/calibrate.py --target $(TARGET)
+
+confirm: $(PY) known-target ## the champion timed directly against the baseline, at 4 scales (minutes)
+	@$(PY) tools/confirm.py --target $(TARGET)
 
 conformance: $(VENV)/.conformance known-target ## the oracle against real Lance (pylance)
 	@test -f "$(TARGET)/conformance.py" || { echo "error: $(TARGET) has no conformance.py"; exit 5; }

@@ -26,8 +26,8 @@ import numpy as np
 from contestant import DEADLINE_SCALE, Contestant
 from ledger import (CHAMPION_STATUSES, EXIT_OK, EXIT_USAGE, REPO, RESULTS_PATH, SHA_DIGITS,
                     STATUS_EXIT, HarnessError, TrialFault, append_result, clean_field,
-                    find_champion, git, git_note, harness_sha, load_snapshot, progress,
-                    read_results, revert, save_snapshot, sha256_hex)
+                    describe_machine, find_champion, git, git_note, harness_sha, load_snapshot,
+                    note_machine, progress, read_results, revert, save_snapshot, sha256_hex)
 from seeds import mix_seeds
 
 CACHE_DIR = REPO / ".cache"  # fixture caches, verified by hash on every load
@@ -123,7 +123,7 @@ def whose(label):
 class Samples(NamedTuple):
     log_ratios: list  # per timed round: log(candidate CPU / champion CPU)
     candidate_ns: list  # per timed round: CPU ns per call
-    champion_ns: list
+    champion_ns: list  # the same for the kernel it is measured against
 
 
 def time_batch(order, name, method, calls, phase):
@@ -163,7 +163,8 @@ def rounds_of(pair, workloads, rounds, spec, rng):
 
 def time_side_by_side(pair, workloads, rounds, spec, rng):
     """Round by round: draw, time every batch on both kernels, then check the outputs
-    (check_timed). Returns Samples per combo."""
+    (check_timed). Returns Samples per combo: pair[0] (the candidate) over pair[1]."""
+    first, second = (contestant.label for contestant in pair)
     for contestant in pair:
         for w in workloads:
             contestant.request(f"__init__ of {w['name']}", "init", w["name"], spec.init_args(w))
@@ -182,9 +183,9 @@ def time_side_by_side(pair, workloads, rounds, spec, rng):
                                              f"round {b.round}: {problem}")
             if b.round >= WARMUP_ROUNDS:
                 s = samples[name]
-                s.log_ratios.append(math.log(cpu["candidate"] / cpu["champion"]))
-                s.candidate_ns.append(cpu["candidate"] / len(b.calls))
-                s.champion_ns.append(cpu["champion"] / len(b.calls))
+                s.log_ratios.append(math.log(cpu[first] / cpu[second]))
+                s.candidate_ns.append(cpu[first] / len(b.calls))
+                s.champion_ns.append(cpu[second] / len(b.calls))
         if batches[0].round % 6 == 0:
             progress(f"timing round {batches[0].round + 1}/{WARMUP_ROUNDS + rounds}")
     return samples
@@ -255,22 +256,24 @@ class Judgement(NamedTuple):
     geomean_us: float  # the same per call, in microseconds (results.tsv's geomean_us)
 
 
-def judge(samples, is_baseline, unit):
+def judge(samples, is_baseline, unit, workloads):
     """Per-combo ratios and CIs, the geomean, the verdict. unit = (name, units per call, ns
-    per unit) of the reported time, e.g. ("us_per_query", 1, 1e3)."""
-    _, units_per_call, ns_per_unit = unit
+    per unit) of the reported time, e.g. ("us_per_query", 1, 1e3); units per call may name a
+    workload key instead (bitpack: "values", the page size)."""
+    _, units, ns_per_unit = unit
+    per_call = {w["name"]: w[units] if isinstance(units, str) else units for w in workloads}
     summaries = {name: log_ratio_summary(s.log_ratios) for name, s in samples.items()}
     combos = {name: ratio_with_ci(*summary) for name, summary in summaries.items()}
     per_call_ns = {name: (float(np.median(s.candidate_ns)), float(np.median(s.champion_ns)))
                    for name, s in samples.items()}
-    per_unit = {name: tuple(ns / units_per_call / ns_per_unit for ns in pair)
+    per_unit = {name: tuple(ns / per_call[name] / ns_per_unit for ns in pair)
                 for name, pair in per_call_ns.items()}
     geo = combined_geomean(list(summaries.values()))
     verdict, reason = decide(is_baseline, *geo, combos)
-    candidate_ns = geomean([pair[0] for pair in per_call_ns.values()])
     worst = max(combos, key=lambda name: combos[name][0])
     return Judgement(verdict, reason, geo, combos, worst, per_unit,
-                     candidate_ns / units_per_call / ns_per_unit, candidate_ns / 1e3)
+                     geomean([pair[0] for pair in per_unit.values()]),
+                     geomean([pair[0] for pair in per_call_ns.values()]) / 1e3)
 
 
 # ---------------------------------------------------------------- 5. the row and the block
@@ -282,26 +285,32 @@ class Outcome(NamedTuple):
     peak_mem_mb: float | None
 
 
-def speedup(outcome, champion):
+def speedup_field(outcome, champion):
+    """{"speedup_vs_baseline": ...} for a new champion (baseline or keep), {"would_be_speedup":
+    ...} for a discard: a row that tops a sort of speedup_vs_baseline is always a champion."""
     j = outcome.judgement
-    return 1.0 if j.verdict == "baseline" else champion.speedup / j.geo[0]
+    value = 1.0 if j.verdict == "baseline" else champion.speedup / j.geo[0]
+    key = "would_be_speedup" if j.verdict == "discard" else "speedup_vs_baseline"
+    return {key: f"{value:.4f}"}
 
 
-def result_row(target, harness, kernel_sha, champion, outcome, seconds, desc):
+def result_row(target, harness, machine, kernel_sha, champion, outcome, seconds, desc):
     j = outcome.judgement
     commit = git("rev-parse", "--short", "HEAD")
     metrics = {} if j is None else {
-        "geomean_ratio": f"{j.geo[0]:.4f}", "worst_ratio": f"{j.combos[j.worst][0]:.4f}",
-        "speedup_vs_baseline": f"{speedup(outcome, champion):.4f}",
-        "geomean_us": f"{j.geomean_us:.1f}", "peak_mem_mb": f"{outcome.peak_mem_mb:.1f}"}
+        "geomean_ratio": f"{j.geo[0]:.4f}", "ratio_ci90": f"{j.geo[1]:.4f}-{j.geo[2]:.4f}",
+        "worst_combo": j.worst, "worst_ratio": f"{j.combos[j.worst][0]:.4f}",
+        **speedup_field(outcome, champion), "geomean_us": f"{j.geomean_us:.1f}",
+        "peak_mem_mb": f"{outcome.peak_mem_mb:.1f}"}
     return {"timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "target": target.name, "commit": commit.decode().strip() if commit else "none",
-            "harness_sha": harness, "kernel_sha": kernel_sha, "champion_sha": champion.sha,
-            "status": outcome.status, **metrics, "total_seconds": f"{seconds:.1f}",
+            "machine": machine, "harness_sha": harness, "kernel_sha": kernel_sha,
+            "champion_sha": champion.sha, "status": outcome.status, **metrics,
+            "total_seconds": f"{seconds:.1f}",
             "description": clean_field(desc) or "(no description)"}
 
 
-def result_block(target, harness, kernel_sha, champion_sha, outcome, seconds, champion=None):
+def result_block(target, harness, machine, kernel_sha, champion, outcome, seconds):
     """The block of HARNESS.md section 8, in its order."""
     j = outcome.judgement
     block = {"target": target.name, "status": outcome.status,
@@ -314,8 +323,7 @@ def result_block(target, harness, kernel_sha, champion_sha, outcome, seconds, ch
         block.update({
             "verdict_reason": j.reason, "geomean_ratio": f"{j.geo[0]:.4f}",
             "ratio_ci90": f"[{j.geo[1]:.4f}, {j.geo[2]:.4f}]", "worst_combo": j.worst,
-            "worst_ratio": f"{j.combos[j.worst][0]:.4f}",
-            "speedup_vs_baseline": f"{speedup(outcome, champion):.4f}",
+            "worst_ratio": f"{j.combos[j.worst][0]:.4f}", **speedup_field(outcome, champion),
             f"geomean_{unit_name}": f"{j.geomean_unit:.1f}",
             "peak_mem_mb": f"{outcome.peak_mem_mb:.1f}"})
         for name, (ratio, lo, hi) in j.combos.items():
@@ -324,7 +332,8 @@ def result_block(target, harness, kernel_sha, champion_sha, outcome, seconds, ch
                                       f"candidate_{unit_name} {cand:.1f} champion_{unit_name} "
                                       f"{champ:.1f}")
     block.update(total_seconds=f"{seconds:.1f}", kernel_sha=kernel_sha,
-                 champion_sha=champion_sha, harness_sha=harness)
+                 champion_sha=champion.sha if champion else "", harness_sha=harness,
+                 machine=machine)
     return block
 
 
@@ -350,16 +359,15 @@ def check_untouched(target, harness, cache_intact):
                                  "will be regenerated")
 
 
-def race(target, harness, candidate_source, champion, args):
-    """Correctness in step, then (unless --check) timing side by side. Returns the Outcome."""
+def race(target, harness, candidate_source, champion, args, cpus):
+    """Correctness in step, then (unless --check) timing side by side; both contestants are
+    timed on the last of `cpus`. Returns the Outcome."""
     spec = target.spec
     battery, workloads, cache_intact = spec.fixtures()
     budget_end = time.monotonic() + TIME_BUDGET_SECS  # fixtures are built outside the budget
-    correctness, contestants = "not run", []
+    correctness, contestants, bench_cpu = "not run", [], cpus[-1]
     try:
         progress("loading and compiling the kernels")
-        cpus = sorted(os.sched_getaffinity(0))
-        bench_cpu = cpus[-1]  # both contestants are timed on this core
         contestants.append(Contestant("candidate", candidate_source, spec.KERNEL_CLASS,
                                       target.folder, budget_end, bench_cpu))
         if champion is not None:  # it takes the battery on the other core, then joins
@@ -392,7 +400,7 @@ def race(target, harness, candidate_source, champion, args):
     finally:
         for contestant in contestants:
             contestant.close()
-    judgement = judge(samples, champion.is_baseline, spec.UNIT)
+    judgement = judge(samples, champion.is_baseline, spec.UNIT, workloads)
     return Outcome(judgement.verdict, correctness, "", judgement, peak)
 
 
@@ -406,15 +414,16 @@ def run_trial(target, args, started):
     else:
         candidate_source = read_kernel(args.kernel)
     kernel_sha = save_snapshot(args.results, target.name, candidate_source)
-    outcome = race(target, harness, candidate_source, champion, args)
+    cpus = sorted(os.sched_getaffinity(0))
+    machine, described = describe_machine(cpus[-1])
+    outcome = race(target, harness, candidate_source, champion, args, cpus)
     code = STATUS_EXIT.get(outcome.status, EXIT_OK)
     seconds = time.monotonic() - started
-    if champion is None:
-        return result_block(target, harness, kernel_sha, "", outcome, seconds), code
-    append_result(args.results, result_row(target, harness, kernel_sha, champion, outcome,
-                                           seconds, args.desc))
-    return result_block(target, harness, kernel_sha, champion.sha, outcome, seconds,
-                        champion), code
+    if champion is not None:
+        note_machine(args.results, machine, described)
+        append_result(args.results, result_row(target, harness, machine, kernel_sha, champion,
+                                               outcome, seconds, args.desc))
+    return result_block(target, harness, machine, kernel_sha, champion, outcome, seconds), code
 
 
 # ---------------------------------------------------------------- the command line

@@ -20,7 +20,7 @@ FL_ORDER = np.array([0, 4, 2, 6, 1, 5, 3, 7])  # FastLanes row-group order
 DTYPES = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}  # T -> word type
 SPEED_SHAPES = ((16, 7), (32, 13), (32, 24))  # (T, W); T = 64 is battery-only (program.md)
 DISTRIBUTIONS = ("uniform", "varying", "sparse")  # speed: how widths vary chunk to chunk
-SPEED_VALUES = 1 << 19  # values per timed page
+SPEED_VALUES = 1 << 19  # values per timed page (of a trial)
 SPARSE_DENSITY = 7e-4  # sparse: share of non-zero values; about half the chunks are all zero
 BATTERY_COUNTS = (0, 1, 7, 1023, 1024, 1025, 3 * 1024 + 17)  # page lengths of the edge cases
 BATTERY_WIDTH_COUNT = 1025  # every width: one full chunk and a one-value tail
@@ -134,12 +134,14 @@ def make_battery():
                                for p, v, label in case["pages"]]} for case in cases]
 
 
-def make_speed_workloads():
+def make_speed_workloads(values=SPEED_VALUES):
+    """The timed combos, with pages of `values` values (make confirm times other sizes)."""
     return [{"name": f"T{bits}W{width}_{dist}", "bits": bits, "width": width,
-             "distribution": dist} for bits, width in SPEED_SHAPES for dist in DISTRIBUTIONS]
+             "distribution": dist, "values": values}
+            for bits, width in SPEED_SHAPES for dist in DISTRIBUTIONS]
 
 
 def draw_pages(workload, count, seed):
     """`count` fresh (page, values) pairs from the workload's own distribution."""
     return [make_page(workload["bits"], workload["width"], workload["distribution"],
-                      SPEED_VALUES, mix_seeds(seed, i)) for i in range(count)]
+                      workload["values"], mix_seeds(seed, i)) for i in range(count)]

@@ -13,16 +13,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
-import contestant  # noqa: E402
 import inputs  # noqa: E402
 import reference  # noqa: E402
+import wire  # noqa: E402
 
 KERNEL_CLASS = "BitpackKernel"
 KERNEL_METHOD = "decode"
 ROUNDS = 16  # timed rounds; each round times every combo once per kernel
 BATCH_VALUES = 1 << 21  # values decoded per timed batch: ~10 ms of baseline work, so the fixed
 #                         cost of a request (0.1-0.3 ms, HARNESS.md section 2) stays small
-UNIT = ("ns_per_value", inputs.SPEED_VALUES, 1)  # reported time: ns per decoded value
+UNIT = ("ns_per_value", "values", 1)  # reported time: ns per decoded value (values per page)
 
 
 def check_battery(contestants, battery):
@@ -56,12 +56,12 @@ def call(page, num_values, bits):
     """decode's arguments: the page's bytes, the count, and an output buffer in the reply
     memory, padded to whole chunks (as Lance decodes a whole chunk into its caller's buffer)."""
     padded = -(-num_values // inputs.CHUNK_VALUES) * inputs.CHUNK_VALUES
-    return page.view(np.uint8), num_values, contestant.output_slot(f"u{bits // 8}", padded)
+    return page.view(np.uint8), num_values, wire.output_slot(f"u{bits // 8}", padded)
 
 
 def draw_calls(workload, seed):
     """Fresh pages, and the values each was packed from (the answers check_timed wants)."""
-    pages = inputs.draw_pages(workload, max(1, BATCH_VALUES // inputs.SPEED_VALUES), seed)
+    pages = inputs.draw_pages(workload, max(1, BATCH_VALUES // workload["values"]), seed)
     calls = [call(page, len(values), workload["bits"]) for page, values in pages]
     return calls, [values for _, values in pages]
 
@@ -74,6 +74,22 @@ def check_timed(workload, calls, truth, outs, spot):
         if problem:
             return f"page {j}{' (spot)' if j == spot else ''}: {problem}"
     return None
+
+
+# make confirm (tools/confirm.py): page sizes whose working set moves from L1 to DRAM
+TRIAL_SCALE = inputs.SPEED_VALUES  # values per page in a trial
+CONFIRM_SCALES = (1 << 13, 1 << 16, TRIAL_SCALE, 1 << 22)
+CONFIRM_SCALE_NAME = "values"
+
+
+def confirm_workloads(workloads, scale):
+    return inputs.make_speed_workloads(scale)
+
+
+def confirm_memory(scale):
+    """Bytes a confirm round holds: every combo's pages, their values and both kernels' outputs
+    (at most 8 bytes a value each, about four times over)."""
+    return 4 * 8 * max(BATCH_VALUES, scale) * len(inputs.make_speed_workloads())
 
 
 def fixtures():

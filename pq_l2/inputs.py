@@ -34,6 +34,7 @@ SPARSE_DENSITY = 0.1  # ~90 % zeros
 MOSTLY_ZERO_DENSITY = 0.02
 NEAR_QUERY_OFFSET = 1e-3  # relative distance of the near-duplicate large_dynamic_range query
 ENCODE_CHUNK = 4_096  # vectors per chunk when assigning codes (bounds memory)
+SCALED_CHUNK = 1 << 16  # vectors drawn and encoded at once for another scale (make confirm)
 
 
 class PqShape(NamedTuple):
@@ -208,10 +209,10 @@ def _unpack(data):
             [items["speed"][i] for i in sorted(items["speed"])])
 
 
-def cache_paths():
+def cache_paths(name="fixtures"):
     directory = CACHE_DIR / "pq_l2"
     key = _cache_key()
-    return directory / f"fixtures-{key}.npz", directory / f"fixtures-{key}.sha256"
+    return directory / f"{name}-{key}.npz", directory / f"{name}-{key}.sha256"
 
 
 def cache_intact(digest):
@@ -227,28 +228,71 @@ def cache_intact(digest):
     return False
 
 
-def load_fixtures():
-    """(battery, speed workloads, content sha). A missing, stale or corrupted cache is rebuilt."""
-    data_path, sum_path = cache_paths()
+def _cached(name, build, what):
+    """(bytes, sha) of the cache file `name`, checked against its sha file; a missing, stale
+    or corrupted one is rebuilt with build() (which returns the bytes)."""
+    data_path, sum_path = cache_paths(name)
     try:
         data = data_path.read_bytes()
         digest = sha256_hex(data)
         if sum_path.read_text().strip() == digest:
-            return (*_unpack(data), digest)
+            return data, digest
         progress(f"fixture cache {data_path.name} fails its hash: regenerating")
     except FileNotFoundError:
-        progress("fixture cache missing: generating fixtures (once; ~12 s on an idle machine)")
-    except (OSError, ValueError, KeyError) as e:
+        progress(f"fixture cache missing: generating {what} (once)")
+    except (OSError, ValueError) as e:
         progress(f"fixture cache unreadable ({e}): regenerating")
-    battery, workloads = make_battery(), make_speed_workloads()
-    data = _pack(battery, workloads)
+    data = build()
     digest = sha256_hex(data)
     data_path.parent.mkdir(parents=True, exist_ok=True)
     for path, content in ((data_path, data), (sum_path, digest.encode())):
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_bytes(content)
         os.replace(tmp, path)
-    for stale in data_path.parent.glob("fixtures-*"):  # caches of older fixture code
+    for stale in data_path.parent.glob(f"{name}-*"):  # caches of older fixture code
         if stale.stem != data_path.stem and ".tmp" not in stale.suffix:
             stale.unlink(missing_ok=True)
-    return (*_unpack(data), digest)
+    return data, digest
+
+
+def load_fixtures():
+    """(battery, speed workloads, content sha). A missing, stale or corrupted cache is rebuilt."""
+    data, digest = _cached("fixtures", lambda: _pack(make_battery(), make_speed_workloads()),
+                           "the fixtures, ~12 s on an idle machine,")
+    try:
+        return (*_unpack(data), digest)
+    except (ValueError, KeyError) as e:
+        cache_intact("")  # deletes it: the next load rebuilds
+        raise RuntimeError(f"fixture cache unreadable ({e}): deleted, run again") from None
+
+
+# ---------------------------------------------------------------- other scales (make confirm)
+def scaled_workloads(workloads, count):
+    """The speed workloads with `count` fresh base vectors each, drawn from the workload's own
+    distribution and encoded with its own codebook: the same index at another scale. Cached."""
+    if count == SPEED_NUM_VECTORS:
+        return workloads
+
+    def build():
+        arrays = {}
+        for w in workloads:
+            progress(f"encoding {count} vectors for {w['name']}")
+            m, _, sub_dim = w["codebook"].shape
+            codebook = w["codebook"].astype(np.float64)
+            codes = np.empty((count, m), np.uint8)
+            for start in range(0, count, SCALED_CHUNK):
+                size = min(SCALED_CHUNK, count - start)
+                vectors = draw_vectors(w["distribution"], w["shape"].dim, size,
+                                       mix_seeds(int(w["seed"]), "scaled", count, start))
+                for i in range(m):  # as train_and_encode assigns codes, a chunk at a time
+                    sub = np.ascontiguousarray(vectors[:, i * sub_dim:(i + 1) * sub_dim],
+                                               dtype=np.float64)
+                    codes[start:start + size, i] = _nearest(sub, codebook[i])
+            arrays[w["name"]] = codes
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    data, _ = _cached(f"scaled{count}", build, f"{len(workloads)} workloads of {count} vectors")
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return [{**w, "codes": npz[w["name"]]} for w in workloads]

@@ -89,6 +89,23 @@ def check_timed(workload, calls, truth, outs, spot):
     return None
 
 
+# make confirm (tools/confirm.py): index sizes to time the champion at, the trial's among them
+TRIAL_SCALE = inputs.SPEED_NUM_VECTORS  # vectors per index in a trial
+CONFIRM_SCALES = (1_000, TRIAL_SCALE, 200_000, 1_000_000)
+CONFIRM_SCALE_NAME = "n"
+
+
+def confirm_workloads(workloads, scale):
+    """The speed workloads with `scale` vectors each (cached; minutes to build at 1M)."""
+    return inputs.scaled_workloads(workloads, scale)
+
+
+def confirm_memory(scale):
+    """Bytes a confirm at this scale holds: the codes of every combo, about six times over (the
+    judge and its oracle's copy; each contestant's copy and the kernel's re-laid-out one)."""
+    return 6 * scale * sum(m for _, m in inputs.SPEED_SHAPES) * len(inputs.SPEED_DISTRIBUTIONS)
+
+
 def fixtures():
     """(battery, speed workloads, a check that the disk cache is still intact)."""
     battery, workloads, digest = inputs.load_fixtures()

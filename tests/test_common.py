@@ -22,6 +22,7 @@ import ledger
 import sandbox
 import seeds
 import trials
+import wire
 
 # Vigna's splitmix64.c, seed 1234567 (also the Rosetta Code "Splitmix64" task values).
 SPLITMIX_SEED = 1234567
@@ -373,12 +374,12 @@ def test_wrong_header_is_a_usage_error(tmp_path):
 
 
 # ---------------------------------------------------------------- the reply codec
-REPLY_BYTES = contestant.REPLY_HEADER_BYTES + (1 << 16)  # a small reply memory for the tests
+REPLY_BYTES = wire.REPLY_HEADER_BYTES + (1 << 16)  # a small reply memory for the tests
 
 
-def encoded(results, base=None, start=contestant.REPLY_HEADER_BYTES):
+def encoded(results, base=None, start=wire.REPLY_HEADER_BYTES):
     replies = bytearray(REPLY_BYTES)
-    size = contestant.encode_reply(results, replies, start, base)
+    size = wire.encode_reply(results, replies, start, base)
     return replies, size
 
 
@@ -403,8 +404,8 @@ def sample_outputs():
 def test_uniform_outputs_travel_stacked_and_come_back_intact():
     results = sample_outputs()
     replies, size = encoded(results)
-    assert header_words(replies)[0] == contestant.REPLY_STACKED
-    outs, error = contestant.decode_reply(memoryview(replies)[:size])
+    assert header_words(replies)[0] == wire.REPLY_STACKED
+    outs, error = wire.decode_reply(memoryview(replies)[:size])
     assert error is None and len(outs) == 3
     for got, want in zip(outs, results, strict=True):
         assert [(a.dtype, a.shape) for a in got] == [(a.dtype, a.shape) for a in want]
@@ -416,8 +417,8 @@ def test_mixed_outputs_travel_one_array_at_a_time():
     ids, dists = sample_outputs()[0]
     results = [(ids, dists), (ids[:2], dists[:2].astype(np.float64)), (ids.reshape(5, 1),)]
     replies, size = encoded(results)
-    assert header_words(replies)[0] == contestant.REPLY_OK
-    outs, error = contestant.decode_reply(memoryview(replies)[:size])
+    assert header_words(replies)[0] == wire.REPLY_OK
+    outs, error = wire.decode_reply(memoryview(replies)[:size])
     assert error is None
     assert [[(a.dtype, a.shape) for a in out] for out in outs] == [
         [(a.dtype, a.shape) for a in out] for out in results]
@@ -426,13 +427,13 @@ def test_mixed_outputs_travel_one_array_at_a_time():
 
 def test_error_reply():
     replies = bytearray(REPLY_BYTES)
-    size = contestant.encode_error("boom | line two", replies)
-    assert contestant.decode_reply(memoryview(replies)[:size]) == (None, "boom | line two")
+    size = wire.encode_error("boom | line two", replies)
+    assert wire.decode_reply(memoryview(replies)[:size]) == (None, "boom | line two")
 
 
 @pytest.mark.parametrize("corrupt", [
-    lambda w: w[:3] + [len(contestant.DTYPES)] + w[4:],  # a dtype code beyond the whitelist
-    lambda w: w[:4] + [contestant.MAX_NDIM + 1] + w[5:],  # too many dimensions
+    lambda w: w[:3] + [len(wire.DTYPES)] + w[4:],  # a dtype code beyond the whitelist
+    lambda w: w[:4] + [wire.MAX_NDIM + 1] + w[5:],  # too many dimensions
     lambda w: w[:5] + [8] + w[6:],  # the first array inside the header
     lambda w: w[:5] + [REPLY_BYTES - 4] + w[6:],  # past the end of the reply
     lambda w: w[:6] + [-1] + w[7:],  # a negative dimension
@@ -445,19 +446,19 @@ def test_decode_rejects_malformed_headers(corrupt):
     replies, _ = encoded(sample_outputs())
     bad = with_words(replies, corrupt(header_words(replies)))
     with pytest.raises(ValueError):
-        contestant.decode_reply(memoryview(bad))
+        wire.decode_reply(memoryview(bad))
 
 
 def test_filled_output_slot_is_sent_in_place():
     replies = bytearray(REPLY_BYTES)
-    cursor = [contestant.REPLY_HEADER_BYTES]
-    (out,) = contestant._fill_slots((contestant.output_slot(np.uint32, 100),), replies, cursor)
+    cursor = [wire.REPLY_HEADER_BYTES]
+    (out,) = wire.fill_slots((wire.output_slot(np.uint32, 100),), replies, cursor)
     out[:] = np.arange(100, dtype=np.uint32)
     base = np.frombuffer(replies, np.uint8).ctypes.data
-    size = contestant.encode_reply([(out[:60],)], replies, cursor[0], base)
-    outs, _ = contestant.decode_reply(memoryview(replies)[:size])
+    size = wire.encode_reply([(out[:60],)], replies, cursor[0], base)
+    outs, _ = wire.decode_reply(memoryview(replies)[:size])
     np.testing.assert_array_equal(outs[0][0], np.arange(60, dtype=np.uint32))
-    assert size == contestant.REPLY_HEADER_BYTES + 60 * 4  # no copy was appended
+    assert size == wire.REPLY_HEADER_BYTES + 60 * 4  # no copy was appended
 
 
 class TrivialSubclass(np.ndarray):
@@ -489,9 +490,9 @@ def test_encode_refuses_non_tuple_output(out):
 
 def test_calls_travel_as_columns():
     queries = [np.full(4, j, np.float32) for j in range(3)]
-    columns = contestant._columns([(q, 10) for q in queries])
+    columns = wire.columns_of([(q, 10) for q in queries])
     assert columns[0].shape == (3, 4) and columns[1] == [10, 10, 10]
-    mixed = contestant._columns([(np.zeros(2),), (np.zeros(3),)])
+    mixed = wire.columns_of([(np.zeros(2),), (np.zeros(3),)])
     assert type(mixed[0]) is list  # shapes differ: one array per call
 
 
@@ -570,3 +571,36 @@ def test_harness_sha_covers_what_can_change_a_verdict(tmp_path):
         path.write_bytes(original)
     (tree / "pq_l2" / "stray.py").write_text("")  # a module the judge could import
     assert ledger.harness_sha("pq_l2", tree) != before
+
+
+# ---------------------------------------------------------------- an older results.tsv
+def old_line(key, row):
+    fields = [row.get(c, "") for c in ledger.OLD_COLUMNS if c != "row_mac"]
+    fields.insert(ledger.OLD_COLUMNS.index("row_mac"), ledger.row_mac(key, fields))
+    return "\t".join(fields) + "\n"
+
+
+def test_old_results_read_then_migrate_on_the_next_append(tmp_path, capsys):
+    path = tmp_path / "results.tsv"
+    ledger.append_result(tmp_path / "scratch.tsv", ROW)  # makes .results.key beside both
+    key = (tmp_path / ".results.key").read_bytes()
+    kept = {"target": "pq_l2", "status": "keep", "speedup_vs_baseline": "1.5000",
+            "description": "an old keep"}
+    discarded = {**kept, "status": "discard", "speedup_vs_baseline": "1.6000",
+                 "description": "an old discard"}
+    forged = old_line(b"not the key", {**kept, "description": "forged"})
+    path.write_text("\t".join(ledger.OLD_COLUMNS) + "\n" + old_line(key, kept)
+                    + old_line(key, discarded) + forged)
+    rows = ledger.read_results(path)
+    assert [r["description"] for r in rows] == ["an old keep", "an old discard"]
+    assert rows[0]["speedup_vs_baseline"] == "1.5000" and rows[0]["machine"] == ""
+    assert rows[1]["speedup_vs_baseline"] == "" and rows[1]["would_be_speedup"] == "1.6000"
+    before = path.read_text()
+    assert path.read_text() == before  # reading never rewrites
+    ledger.append_result(path, {**ROW, "description": "a new row"})
+    lines = path.read_text().splitlines()
+    assert lines[0].split("\t") == list(ledger.RESULTS_COLUMNS)  # migrated
+    assert len(lines) == 5 and "forged" in lines[3]  # nothing dropped
+    assert [r["description"] for r in ledger.read_results(path)] == [
+        "an old keep", "an old discard", "a new row"]  # re-signed; the forged row still fails
+    assert "rewritten with the current columns" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import ledger
 import report
 
 HARNESS_OLD, HARNESS_NEW = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+MACHINE = "123456abcdef"  # where the synthetic rows were "measured"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NO_MPL = "matplotlib is optional: pip install -r tools/requirements-extras.txt"
 # (harness, status, geomean_ratio, speedup, description): an old chain, then a re-baseline.
@@ -28,12 +29,14 @@ RUNS = (
 
 
 def write_results(path, runs=RUNS, target="pq_l2"):
+    ledger.note_machine(path, MACHINE, "a synthetic machine")
     for number, (harness, status, ratio, speedup, desc) in enumerate(runs):
+        figure = "would_be_speedup" if status == "discard" else "speedup_vs_baseline"
         ledger.append_result(path, {
             "timestamp": f"2025-11-25T{number // 60:02d}:{number % 60:02d}:00Z",
-            "target": target, "commit": "abc1234", "harness_sha": harness,
+            "target": target, "commit": "abc1234", "machine": MACHINE, "harness_sha": harness,
             "kernel_sha": f"{number:012x}", "champion_sha": "000000000000", "status": status,
-            "geomean_ratio": ratio, "worst_ratio": ratio, "speedup_vs_baseline": speedup,
+            "geomean_ratio": ratio, "worst_ratio": ratio, figure: speedup,
             "geomean_us": "", "peak_mem_mb": "", "total_seconds": "10.0", "description": desc})
     return path
 
@@ -56,11 +59,30 @@ def test_report_best_counts_and_tail(tmp_path, capsys):
     assert f"best kernel: {7:012x}  1.23x vs baseline" in out
     assert "fused table build" in out and f"current harness {HARNESS_NEW} only" in out
     assert "earlier chains: 1, best 2.00x" in out
+    assert f"measured on: {MACHINE} 14 runs (a synthetic machine)" in out
     tail = lines[lines.index("last 10 runs:") + 2:]
     assert len(tail) == 10
-    assert tail[0].split()[:4] == ["2025-11-25T00:04:00Z", "fail", "-", "-"]
-    assert tail[-1].split()[1:] == ["discard", "1.0100", "1.22x", "filler", "idea", "3"]
+    assert tail[0].split()[:5] == ["2025-11-25T00:04:00Z", MACHINE, "fail", "-", "-"]
+    assert tail[-1].split()[2:] == ["discard", "1.0100", "(1.22x)", "filler", "idea", "3"]
     assert len({line.index("discard") for line in tail if "discard" in line}) == 1  # aligned
+
+
+CONFIRM_RUN = (HARNESS_NEW, "confirm", "0.8200", "", "confirm: n=20000 0.8200; chain holds")
+
+
+def test_confirm_rows_are_shown_apart_from_trials(tmp_path, capsys):
+    results = write_results(tmp_path / "results.tsv", RUNS[:8] + (CONFIRM_RUN,))
+    rows = ledger.read_results(results)
+    confirm = dict(rows[-1], champion_sha=rows[2]["kernel_sha"], kernel_sha=rows[7]["kernel_sha"])
+    (tmp_path / "results.tsv").unlink()
+    for row in rows[:-1] + [confirm]:
+        ledger.append_result(results, row)
+    code, out, _ = run(capsys, "report", "--results", results)
+    assert code == 0
+    assert "keep rate: 50% (3 of 6 trials)" in out  # the confirm is no trial
+    assert f"confirmed directly =1.22x against {rows[2]['kernel_sha']}" in out
+    assert "chain holds" in out
+    assert report.plotted_speedup(ledger.read_results(results), 8) == pytest.approx(1 / 0.82)
 
 
 def test_report_no_champion_yet_under_a_new_harness(tmp_path, capsys):
@@ -91,8 +113,8 @@ def test_damaged_file_is_one_error_line(tmp_path, capsys, command):
         extra = ["--out", tmp_path / "x.png"]
     code, out, err = run(capsys, command, "--results", results, *extra)
     assert code == ledger.EXIT_USAGE and out == ""
-    assert err.splitlines() == [f"error: {results} line 4: 3 fields, expected 15; fix or "
-                                "delete that line"]
+    assert err.splitlines() == [f"error: {results} line 4: 3 fields, expected "
+                                f"{len(ledger.RESULTS_COLUMNS)}; fix or delete that line"]
 
 
 def test_unknown_target_and_bad_usage(tmp_path, capsys):

@@ -14,15 +14,17 @@ TARGET = "pq_l2"
 DESCRIPTION = "pytest trial"  # what run_trial passes as --desc
 SHA = re.compile(r"[0-9a-f]{12}")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-METRIC_COLUMNS = ("geomean_ratio", "worst_ratio", "speedup_vs_baseline", "geomean_us",
-                  "peak_mem_mb")
+METRIC_COLUMNS = ("geomean_ratio", "worst_ratio", "geomean_us", "peak_mem_mb")  # positive numbers
+CI = re.compile(r"(\d+\.\d{4})-(\d+\.\d{4})")
 COMPLETED = ("baseline", "keep", "discard")
 NUM_COMBOS = 9
 # HARNESS.md section 8: the block's keys, in order.
 BLOCK_HEAD = ["target", "status", "correctness", "verdict"]
 BLOCK_METRICS = ["verdict_reason", "geomean_ratio", "ratio_ci90", "worst_combo", "worst_ratio",
                  "speedup_vs_baseline", "geomean_us_per_query", "peak_mem_mb"]
-BLOCK_TAIL = ["total_seconds", "kernel_sha", "champion_sha", "harness_sha"]
+BLOCK_TAIL = ["total_seconds", "kernel_sha", "champion_sha", "harness_sha", "machine"]
+SPEEDUP_COLUMN = {"baseline": "speedup_vs_baseline", "keep": "speedup_vs_baseline",
+                  "discard": "would_be_speedup"}  # a discard's figure never sorts as a champion
 
 # A plain numpy kernel: honest, no compile, a few ms per battery case.
 NUMPY_KERNEL = '''\
@@ -96,12 +98,24 @@ def assert_one_new_row(results, rows_before, block, kernel):
     assert float(row["total_seconds"]) > 0
     assert row["description"] == DESCRIPTION
     assert row["status"] == block["status"]
-    for key in ("kernel_sha", "champion_sha", "harness_sha", "total_seconds"):
+    for key in ("kernel_sha", "champion_sha", "harness_sha", "total_seconds", "machine"):
         assert row[key] == block[key]
+    machines = (results.parent / ledger.MACHINES_FILE).read_text().splitlines()
+    assert SHA.fullmatch(row["machine"]) and [line.split("\t")[0] for line in machines].count(
+        row["machine"]) == 1  # recorded beside results.tsv, once
     if row["status"] in COMPLETED:
         assert all(float(row[c]) > 0 for c in METRIC_COLUMNS)
+        lo, hi = (float(v) for v in CI.fullmatch(row["ratio_ci90"]).groups())
+        assert lo <= float(row["geomean_ratio"]) <= hi
+        assert row["worst_combo"] == block["worst_combo"]
+        speedup = SPEEDUP_COLUMN[row["status"]]
+        other = ({"speedup_vs_baseline", "would_be_speedup"} - {speedup}).pop()
+        assert float(row[speedup]) > 0 and row[other] == ""
+        assert row[speedup] == block[speedup]
     else:
-        assert all(row[c] == "" for c in METRIC_COLUMNS)  # no metrics for a fault
+        metrics = (*METRIC_COLUMNS, "ratio_ci90", "worst_combo", "speedup_vs_baseline",
+                   "would_be_speedup")
+        assert all(row[c] == "" for c in metrics)  # no metrics for a fault
     # every evaluated kernel is snapshotted beside results.tsv
     snapshot = results.parent / ".snapshots" / TARGET / f"{row['kernel_sha']}.py"
     assert snapshot.read_bytes() == kernel.read_bytes()
@@ -131,7 +145,9 @@ def test_unchanged_baseline_is_keep_or_discard(test_tree, tmp_path):
         f"{dim}x{m}_{dist}" for dim, m in ((128, 16), (256, 16), (768, 96))
         for dist in ("clustered", "uniform", "sparse"))]
     assert len(combos) == NUM_COMBOS
-    assert block_keys(trial.stdout) == BLOCK_HEAD + BLOCK_METRICS + combos + BLOCK_TAIL
+    metrics = [SPEEDUP_COLUMN[block["status"]] if k == "speedup_vs_baseline" else k
+               for k in BLOCK_METRICS]
+    assert block_keys(trial.stdout) == BLOCK_HEAD + metrics + combos + BLOCK_TAIL
     lo, hi = (float(v) for v in block["ratio_ci90"].strip("[]").split(", "))
     assert lo <= float(block["geomean_ratio"]) <= hi
     row = assert_one_new_row(results, 0, block, kernel)

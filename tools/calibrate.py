@@ -1,29 +1,51 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""BENCHMARK: measures what the gate promises: trial speed, A/A noise, power. `make calibrate`.
+"""BENCHMARK: measures what the gate promises, and checks each figure against its bound.
+`make calibrate TARGET=<t>` (minutes; results.tsv untouched).
 
-Runs trials of a target in a private copy of the working tree (never touching results.tsv):
-a first run with an empty fixture cache, warm runs, A/A runs of the unchanged kernel, and
+Trials of a target run in a private copy of the tree: a first run with an empty fixture cache,
+warm runs, A/A runs of the unchanged kernel (noise, and how often a combo's CI90 excludes 1),
 power runs with kernels made slower by a known factor (a wrapper that busy-waits on the
-thread's CPU clock, so each call costs exactly factor x its own time).
+thread's CPU clock, so each call costs exactly factor x its own time), runs of a kernel that
+does exactly twice the baseline's work (fidelity), the harness's CPU per call beside the same
+kernel's in-process time (overhead), and `make confirm` on a known champion. `--readme`
+writes the figures into README.md's Measured table.
 """
 import argparse
+import importlib
+import importlib.util
+import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import trials
-KERNEL_CLASS = {"pq_l2": ("PqKernel", "probe_top_k"),  # class and timed method per target
-                "bitpack": ("BitpackKernel", "decode")}
+
+sys.path.insert(0, str(trials.REPO))
+import common  # noqa: E402
+import ledger  # noqa: E402
+import wire  # noqa: E402
+
 THIRD_SHAPE = {"pq_l2": "dim=768",  # how the wrapper recognises one shape from __init__ args
                "bitpack": "16"}  # repr(bits): the T = 16 shape
-WARM_SECONDS_MAX = 15  # targets from the issue that calibrated the gate
+WARM_SECONDS_MAX = 15
 FIRST_SECONDS_MAX = 60
+AA_MIN_RUNS = 20  # A/A runs: enough combo CIs to see their coverage
 AA_MAX_DEVIATION = 0.02
 AA_MAX_MEDIAN_HALF_WIDTH = 0.01
+AA_MAX_EXCLUDING = 0.12  # share of A/A combo CI90s that exclude 1 (10 % expected)
 PEAK_MEM_MB_MAX = 300
+FIDELITY_RUNS = 3
+FIDELITY_GEOMEAN = (1.95, 2.05)  # twice the work: the geomean ratio's bounds
+FIDELITY_COMBO = (1.90, 2.10)  # and every combo's
+OVERHEAD_MAX = {"pq_l2": 1.10, "bitpack": 1.25}  # harness CPU per call / in-process, per combo
+OVERHEAD_ROUNDS = 10
+CONFIRM_TOLERANCE = {"unchanged": 0.02, "slow30": 0.03}  # |direct speedup - truth|, per scale
 
 SLOWDOWN_WRAPPER = '''
 
@@ -46,13 +68,28 @@ class {cls}(_CalibrationBase):
             pass
         return out
 '''
+DOUBLE_WRAPPER = '''
+
+# --- calibration wrapper: every call does the timed method's work twice
+_CalibrationBase = {cls}
 
 
-def slowed(source, target, other, matching=None):
-    cls, method = KERNEL_CLASS[target]
+class {cls}(_CalibrationBase):
+    def {method}(self, *args):
+        super().{method}(*args)
+        return super().{method}(*args)
+'''
+
+
+def load_spec(target):
+    sys.path.insert(0, str(trials.REPO / target))
+    return common.load_target(importlib.import_module("run_experiment")).spec
+
+
+def slowed(source, spec, target, other, matching=None):
     return source + SLOWDOWN_WRAPPER.format(
-        cls=cls, method=method, match=THIRD_SHAPE[target], other=other,
-        matching=other if matching is None else matching)
+        cls=spec.KERNEL_CLASS, method=spec.KERNEL_METHOD, match=THIRD_SHAPE[target],
+        other=other, matching=other if matching is None else matching)
 
 
 def trial(workdir, target, kernel, champion, results):
@@ -64,9 +101,19 @@ def trial(workdir, target, kernel, champion, results):
     return {**done.block, "wall_seconds": done.wall}
 
 
+def interval(text):
+    return tuple(float(x) for x in re.findall(r"\d+\.\d+", text)[:2])
+
+
 def half_width(block):
-    lo, hi = (float(x) for x in re.findall(r"[\d.]+", block["ratio_ci90"]))
+    lo, hi = interval(block["ratio_ci90"])
     return (hi - lo) / 2
+
+
+def combo_ratios(block):
+    """combo -> (ratio, lo, hi) from a result block."""
+    return {k[6:]: tuple(float(x) for x in re.findall(r"\d+\.\d+", v)[:3])
+            for k, v in block.items() if k.startswith("combo_")}
 
 
 def series(name, blocks, want_verdict, extra=""):
@@ -79,66 +126,217 @@ def series(name, blocks, want_verdict, extra=""):
     return hits, ratios
 
 
+def overhead(target, spec, rounds):
+    """Per combo: the median CPU per call the judge measures for the baseline in a contestant,
+    over the median thread CPU of the same calls to the same kernel imported here, on the
+    same core, the two interleaved batch by batch (order alternating)."""
+    source = (trials.REPO / target / "kernels.py").read_bytes()
+    module_spec = importlib.util.spec_from_file_location("calibrated_kernels",
+                                                         trials.REPO / target / "kernels.py")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    _, workloads, _ = spec.fixtures()
+    cpus = sorted(os.sched_getaffinity(0))
+    bench, others = cpus[-1], set(cpus[:-1]) or {cpus[-1]}
+    child = common.Contestant("candidate", source, spec.KERNEL_CLASS, trials.REPO / target,
+                              time.monotonic() + 30 * common.TIME_BUDGET_SECS, bench)
+    here = {w["name"]: getattr(module, spec.KERNEL_CLASS)(*spec.init_args(w)) for w in workloads}
+    slots = bytearray(wire.MAX_MESSAGE_BYTES // 8)  # output slots of the in-process calls
+    ns = {w["name"]: ([], []) for w in workloads}
+    try:
+        child.receive("import of kernels.py")
+        os.sched_setaffinity(0, others)
+        for w in workloads:
+            child.request("init", "init", w["name"], spec.init_args(w))
+        rng = np.random.default_rng()
+        for r in range(1 + rounds):
+            for w in (workloads[i] for i in rng.permutation(len(workloads))):
+                calls, _ = spec.draw_calls(w, common.mix_seeds(r, w["name"], "overhead"))
+                cursor = [wire.REPLY_HEADER_BYTES]
+                local = [wire.fill_slots(c, slots, cursor) for c in calls]
+                method = getattr(here[w["name"]], spec.KERNEL_METHOD)
+                for side in ((0, 1) if r % 2 else (1, 0)):
+                    if side == 0:
+                        cpu = child.request("batch", "call", w["name"], spec.KERNEL_METHOD,
+                                            calls)[1]
+                    else:
+                        os.sched_setaffinity(0, {bench})
+                        start = time.thread_time_ns()
+                        for args in local:
+                            method(*args)
+                        cpu = time.thread_time_ns() - start
+                        os.sched_setaffinity(0, others)
+                    if r:
+                        ns[w["name"]][side].append(cpu / len(calls))
+    finally:
+        child.close()
+        os.sched_setaffinity(0, set(cpus))
+    return {name: statistics.median(h) / statistics.median(i) for name, (h, i) in ns.items()}
+
+
+def confirm(work, target, champion_source, chained, results):
+    """make confirm in the scratch tree, on a chain of the baseline and a known champion."""
+    harness = ledger.harness_sha(target, work)
+    base = (work / target / "kernels.py").read_bytes()
+    for status, source, speedup in (("baseline", base, "1.0000"),
+                                    ("keep", champion_source, f"{chained:.4f}")):
+        sha = ledger.save_snapshot(results, target, source)
+        ledger.append_result(results, {"target": target, "harness_sha": harness,
+                                       "kernel_sha": sha, "champion_sha": sha, "status": status,
+                                       "speedup_vs_baseline": speedup})
+    done = subprocess.run([sys.executable, "tools/confirm.py", "--target", target, "--results",
+                           str(results)], cwd=work, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"confirm failed ({done.returncode}): {done.stdout[-600:]}{done.stderr[-600:]}")
+    block = trials.last_block(done.stdout.split("\n"))
+    speedups = {int(k[6:]): float(v.split()[5]) for k, v in block.items()
+                if re.fullmatch(r"scale_\d+", k)}
+    return block, speedups
+
+
+def write_readme(target, figures):
+    """The target's column of README.md's Measured table: rows are matched by their first
+    cell, so the table's order and wording stay the README's."""
+    readme = trials.REPO / "README.md"
+    lines = readme.read_text().splitlines(keepends=True)
+    header = next(i for i, line in enumerate(lines) if line.startswith("| Figure |"))
+    column = [c.strip() for c in lines[header].strip().strip("|").split("|")].index(target)
+    for i in range(header + 2, len(lines)):
+        cells = lines[i].strip().strip("|").split("|")
+        if not lines[i].startswith("|"):
+            break
+        name = cells[0].strip()
+        if name in figures:
+            cells[column] = f" {figures[name]} "
+            lines[i] = "|" + "|".join(cells) + "|\n"
+    readme.write_text("".join(lines))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="pq_l2")
-    parser.add_argument("--runs", type=int, default=10, help="runs per A/A and power series")
+    parser.add_argument("--runs", type=int, default=10, help="runs per power series")
+    parser.add_argument("--readme", action="store_true", help="write the figures into README")
     args = parser.parse_args()
     target, runs = args.target, args.runs
-    if target not in KERNEL_CLASS:
-        sys.exit(f"error: calibrate knows no target {target!r}; known: {', '.join(KERNEL_CLASS)}")
+    if target not in THIRD_SHAPE:
+        sys.exit(f"error: calibrate knows no target {target!r}; known: {', '.join(THIRD_SHAPE)}")
+    spec = load_spec(target)
+    _, trial_workloads, _ = spec.fixtures()
+    for scale in spec.CONFIRM_SCALES:  # cached in the real tree, once, for every calibration
+        spec.confirm_workloads(trial_workloads, scale)
     tmp = Path(tempfile.mkdtemp(prefix="calibrate-"))
     work = trials.scratch_tree(tmp / "tree")
-    shutil.rmtree(work / ".cache", ignore_errors=True)  # the first run builds the fixtures
+    for stale in (work / ".cache").glob(f"{target}/fixtures-*"):
+        stale.unlink()  # the first run builds the trial's fixtures; other scales stay cached
     kernel = work / target / "kernels.py"
     source = kernel.read_text()
-    files = {}
-    for name, text in (("slow10", slowed(source, target, 1.10)),
-                       ("slow30", slowed(source, target, 1.30)),
-                       ("guard_candidate", slowed(source, target, 1.0, matching=1.12)),
-                       ("guard_champion", slowed(source, target, 1.30, matching=1.0))):
-        files[name] = tmp / f"{name}.py"
+    variants = {"slow10": slowed(source, spec, target, 1.10),
+                "slow30": slowed(source, spec, target, 1.30),
+                "guard_candidate": slowed(source, spec, target, 1.0, matching=1.12),
+                "guard_champion": slowed(source, spec, target, 1.30, matching=1.0),
+                "double": source + DOUBLE_WRAPPER.format(cls=spec.KERNEL_CLASS,
+                                                         method=spec.KERNEL_METHOD)}
+    files = {name: tmp / f"{name}.py" for name in variants}
+    for name, text in variants.items():
         files[name].write_text(text)
-    print(f"calibrating {target} in {work} ({runs} runs per series)", flush=True)
+    print(f"calibrating {target} in {work}", flush=True)
+    figures, checks = {}, []
 
     first = trial(work, target, str(kernel), None, tmp / "first.tsv")
-    print(f"first run (empty fixture cache): {first['wall_seconds']:.1f} s wall "
-          f"(max {FIRST_SECONDS_MAX}); status {first['status']}", flush=True)
     warm = [trial(work, target, str(kernel), None, tmp / "first.tsv")["wall_seconds"]
             for _ in range(3)]
-    print(f"warm run: median {statistics.median(warm):.1f} s wall over 3 (max "
-          f"{WARM_SECONDS_MAX})", flush=True)
+    print(f"first run {first['wall_seconds']:.1f} s, warm median {statistics.median(warm):.1f} s",
+          flush=True)
+    figures["warm `make run`, wall seconds (median of 3)"] = f"{statistics.median(warm):.1f}"
+    figures["first run after setup (empty fixture cache), wall seconds"] = \
+        f"{first['wall_seconds']:.1f}"
+    checks += [(f"warm run <= {WARM_SECONDS_MAX} s", statistics.median(warm) <= WARM_SECONDS_MAX),
+               (f"first run <= {FIRST_SECONDS_MAX} s", first["wall_seconds"] <= FIRST_SECONDS_MAX)]
 
-    aa = [trial(work, target, str(kernel), str(kernel), tmp / "aa.tsv") for _ in range(runs)]
+    aa = [trial(work, target, str(kernel), str(kernel), tmp / "aa.tsv")
+          for _ in range(max(AA_MIN_RUNS, runs))]
     peak = max(float(b["peak_mem_mb"]) for b in aa)
     _, ratios = series("A/A", aa, "keep", f"; peak_mem_mb max {peak:.1f}")
-    checks = [
-        ("warm run <= 15 s", statistics.median(warm) <= WARM_SECONDS_MAX),
-        ("first run <= 60 s", first["wall_seconds"] <= FIRST_SECONDS_MAX),
-        ("A/A: no keep", all(b["verdict"] != "keep" for b in aa)),
-        ("A/A: |ratio - 1| <= 0.02", max(abs(r - 1) for r in ratios) <= AA_MAX_DEVIATION),
-        ("A/A: median CI half-width <= 0.01",
-         statistics.median(half_width(b) for b in aa) <= AA_MAX_MEDIAN_HALF_WIDTH),
-        (f"peak_mem_mb <= {PEAK_MEM_MB_MAX}", peak <= PEAK_MEM_MB_MAX),
-    ]
+    cis = [ci for b in aa for ci in combo_ratios(b).values()]
+    excluding = sum(lo > 1 or hi < 1 for _, lo, hi in cis) / len(cis)
+    print(f"A/A: {excluding:.1%} of {len(cis)} combo CI90s exclude 1 (10 % expected)")
+    median_half = statistics.median(half_width(b) for b in aa)
+    figures.update({
+        f"A/A ({len(aa)} runs): keeps; geomean_ratio min / median / max":
+            f"{sum(b['verdict'] == 'keep' for b in aa)}; {min(ratios):.3f} / "
+            f"{statistics.median(ratios):.3f} / {max(ratios):.3f}",
+        "A/A: median CI90 half-width": f"{median_half:.4f}",
+        "A/A: combo CI90s that exclude 1": f"{excluding:.1%}",
+        "peak_mem_mb (max)": f"{peak:.1f}"})
+    checks += [("A/A: no keep", all(b["verdict"] != "keep" for b in aa)),
+               ("A/A: |ratio - 1| <= 0.02", max(abs(r - 1) for r in ratios) <= AA_MAX_DEVIATION),
+               ("A/A: median CI half-width <= 0.01", median_half <= AA_MAX_MEDIAN_HALF_WIDTH),
+               (f"A/A: combo CI90s excluding 1 <= {AA_MAX_EXCLUDING:.0%}",
+                excluding <= AA_MAX_EXCLUDING),
+               (f"peak_mem_mb <= {PEAK_MEM_MB_MAX}", peak <= PEAK_MEM_MB_MAX)]
+
     slow = [trial(work, target, str(files["slow10"]), str(kernel), tmp / "p1.tsv")
             for _ in range(runs)]
-    hits, _ = series("candidate 10% slower", slow, "discard")
+    hits, ratios = series("candidate 10% slower", slow, "discard")
+    figures["candidate 10 % slower: discards; median ratio"] = \
+        f"{hits}/{runs}; {statistics.median(ratios):.3f}"
     checks.append(("10% slower: discard every run", hits == runs))
     fast = [trial(work, target, str(kernel), str(files["slow30"]), tmp / "p2.tsv")
             for _ in range(runs)]
     hits, ratios = series("champion 30% slower", fast, "keep")
-    checks.append(("30% faster: keep every run", hits == runs))
-    checks.append(("30% faster: geomean 0.77 +- 0.03", all(abs(r - 0.77) <= 0.03 for r in ratios)))
+    figures["champion 30 % slower: keeps; ratio min / median / max"] = \
+        f"{hits}/{runs}; {min(ratios):.3f} / {statistics.median(ratios):.3f} / {max(ratios):.3f}"
+    checks += [("30% faster: keep every run", hits == runs),
+               ("30% faster: geomean 0.77 +- 0.03", all(abs(r - 0.77) <= 0.03 for r in ratios))]
     guard = [trial(work, target, str(files["guard_candidate"]), str(files["guard_champion"]),
                    tmp / "p3.tsv") for _ in range(runs)]
-    hits, _ = series("30% faster on two shapes, 12% slower on one", guard, "discard")
+    series("30% faster on two shapes, 12% slower on one", guard, "discard")
     by_guard = sum("worst-case guard" in b.get("verdict_reason", "") for b in guard)
+    figures["30 % faster on two shapes, 12 % slower on one: discards by the worst-case guard"] = \
+        f"{by_guard}/{runs}"
     checks.append(("mixed: discarded by the worst-case guard every run", by_guard == runs))
 
+    double = [trial(work, target, str(files["double"]), str(kernel), tmp / "p4.tsv")
+              for _ in range(FIDELITY_RUNS)]
+    _, ratios = series("twice the baseline's work", double, "discard")
+    combos = [r for b in double for r, _, _ in combo_ratios(b).values()]
+    figures["twice the work: geomean_ratio min / max; combos min / max"] = \
+        f"{min(ratios):.3f} / {max(ratios):.3f}; {min(combos):.3f} / {max(combos):.3f}"
+    checks += [("twice the work: geomean 2.00 +- 0.05",
+                all(FIDELITY_GEOMEAN[0] <= r <= FIDELITY_GEOMEAN[1] for r in ratios)),
+               ("twice the work: every combo within 1.90-2.10",
+                all(FIDELITY_COMBO[0] <= r <= FIDELITY_COMBO[1] for r in combos))]
+
+    shares = overhead(target, spec, OVERHEAD_ROUNDS)
+    print("harness CPU per call / in-process: " + ", ".join(
+        f"{name} {share:.3f}" for name, share in shares.items()), flush=True)
+    figures["harness CPU per call / in-process, min / max over combos"] = \
+        f"{min(shares.values()):.3f} / {max(shares.values()):.3f}"
+    checks.append((f"harness CPU per call within {OVERHEAD_MAX[target]:.2f}x of in-process",
+                   max(shares.values()) <= OVERHEAD_MAX[target]))
+
+    for case, champion, truth in (("unchanged", source + "\n# unchanged\n", 1.0),
+                                  ("slow30", variants["slow30"], 1 / 1.3)):
+        block, speedups = confirm(work, target, champion.encode(), truth, tmp / f"{case}.tsv")
+        worst = max(abs(s - truth) for s in speedups.values())
+        print(f"confirm, {case}: direct speedup per scale " + ", ".join(
+            f"{scale} {s:.3f}" for scale, s in speedups.items()) + f"; chain {block['chain']}",
+            flush=True)
+        figures[f"make confirm, champion {case}: direct speedup per scale (truth {truth:.3f})"] = \
+            " / ".join(f"{s:.3f}" for s in speedups.values()) + f"; chain {block['chain']}"
+        checks.append((f"confirm {case}: every scale within {CONFIRM_TOLERANCE[case]} of "
+                       f"{truth:.3f}", worst <= CONFIRM_TOLERANCE[case]))
+        if case == "unchanged":
+            checks.append(("confirm unchanged: chain holds", block["chain"] == "holds"))
+
     print("---")
+    for name, value in figures.items():
+        print(f"{name}: {value}")
     for name, ok in checks:
         print(f"{'pass' if ok else 'FAIL'}: {name}")
+    if args.readme:
+        write_readme(target, figures)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0 if all(ok for _, ok in checks) else 1
 

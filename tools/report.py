@@ -18,13 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ledger  # noqa: E402
 
 LAST_ROWS = 10  # the tail a person scans after a night of runs
-DESC_WIDTH = 48  # description column of the report: a row fits a 100-column terminal
+DESC_WIDTH = 34  # description column of the report: a row fits a 100-column terminal
 LABEL_WIDTH = 26  # keep labels on the plot: longer ones collide with their neighbours
 LABEL_FONT = 7.5  # points; the labels are the densest text on the plot
 CHAR_WIDTH = 0.52  # average glyph width / font size (DejaVu Sans): label boxes for placement
 LINE_HEIGHT = 1.3  # label box height / font size
 LABEL_GAP = 4  # points between a kept point and its label
 FAULT_STATUSES = ("fail", "timeout", "crash")  # runs with no metric: a kernel fault
+CONFIRM = "confirm"  # make confirm's rows: a direct measurement, not a trial
 PANEL_SIZE = (12.0, 5.0)  # inches per target panel: wide, since runs go left to right
 PLOT_DPI = 100  # results.png is read on a screen; docs/example-plot.png is saved at 80
 NICE_TICKS = (0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.1, 1.2, 1.3, 1.5, 1.75, 2, 2.5, 3, 4, 5, 6, 8,
@@ -77,10 +78,25 @@ def current_chain(rows):
 
 
 def counts(rows):
-    by_status = {s: sum(r["status"] == s for r in rows) for s in (*ledger.CHAMPION_STATUSES,
-                                                                   "discard", *FAULT_STATUSES)}
-    trials = len(rows) - by_status["baseline"]  # a baseline tries nothing: not in the rate
+    by_status = {s: sum(r["status"] == s for r in rows)
+                 for s in (*ledger.CHAMPION_STATUSES, "discard", *FAULT_STATUSES, CONFIRM)}
+    trials = len(rows) - by_status["baseline"] - by_status[CONFIRM]  # these try nothing
     return by_status, trials
+
+
+def machines(results_path):
+    """machine hash -> what it stands for (machines.tsv beside results.tsv)."""
+    try:
+        text = (Path(results_path).parent / ledger.MACHINES_FILE).read_text()
+    except OSError:
+        return {}
+    return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+
+
+def direct_speedup(row):
+    """1 / geomean_ratio of a confirm row: the champion's speedup measured directly."""
+    ratio = number(row["geomean_ratio"])
+    return None if not ratio else 1 / ratio
 
 
 def restarts(rows, i):
@@ -93,12 +109,20 @@ def short(text, width):
 
 
 def speedup_text(row):
+    """A champion's chained speedup; in parentheses what a discard would have had; a
+    confirm's direct speedup with a `=`."""
+    if row["status"] == CONFIRM:
+        value = direct_speedup(row)
+        return "-" if value is None else f"={value:.2f}x"
     value = number(row["speedup_vs_baseline"])
-    return "-" if value is None else f"{value:.2f}x"
+    if value is not None:
+        return f"{value:.2f}x"
+    value = number(row["would_be_speedup"])
+    return "-" if value is None else f"({value:.2f}x)"
 
 
 # ---------------------------------------------------------------- report
-def report_target(target, rows):
+def report_target(target, rows, described):
     if not rows:
         return [f"== {target} ==  no runs yet"]
     by_status, trials = counts(rows)
@@ -121,6 +145,13 @@ def report_target(target, rows):
                   f"  speedup within the current harness {champion['harness_sha']} only:",
                   f"  its chain starts at the baseline of {rows[start]['timestamp']} "
                   f"(runs since then: {len(rows) - start})"]
+        confirmed = [r for r in rows[start:] if r["status"] == CONFIRM
+                     and r["kernel_sha"] == champion["kernel_sha"]]
+        if confirmed:
+            last = confirmed[-1]
+            lines.append(f"  confirmed directly {speedup_text(last)} against "
+                         f"{last['champion_sha']} ({last['timestamp']}): "
+                         f"{last['description']}")
     before = rows if start is None else rows[:start]
     earlier = [v for v in (number(r["speedup_vs_baseline"]) for r in before
                            if r["status"] in ledger.CHAMPION_STATUSES) if v is not None]
@@ -128,16 +159,22 @@ def report_target(target, rows):
         chains = sum(r["status"] == "baseline" for r in before)
         lines.append(f"  earlier chains: {chains}, best {max(earlier):.2f}x of their own "
                      "baseline (not comparable)")
+    by_machine = {}
+    for r in rows:
+        by_machine[r["machine"] or "-"] = by_machine.get(r["machine"] or "-", 0) + 1
+    lines.append("measured on: " + "; ".join(
+        f"{m} {n} runs" + (f" ({described[m]})" if m in described else "")
+        for m, n in by_machine.items()))
     tail = rows[-LAST_ROWS:]
     lines.append(f"last {len(tail)} runs:" if len(tail) > 1 else "last run:")
-    table = [("timestamp", "status", "ratio", "speedup", "description")]
-    table += [(r["timestamp"], r["status"], r["geomean_ratio"] or "-", speedup_text(r),
-               short(r["description"], DESC_WIDTH)) for r in tail]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    table = [("timestamp", "machine", "status", "ratio", "speedup", "description")]
+    table += [(r["timestamp"], r["machine"] or "-", r["status"], r["geomean_ratio"] or "-",
+               speedup_text(r), short(r["description"], DESC_WIDTH)) for r in tail]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
-        cells = [row[i].ljust(widths[i]) if i != 2 else row[i].rjust(widths[i])
-                 for i in range(4)]
-        lines.append("  " + "  ".join(cells) + "  " + row[4])
+        cells = [row[i].ljust(widths[i]) if i != 3 else row[i].rjust(widths[i])
+                 for i in range(5)]
+        lines.append("  " + "  ".join(cells) + "  " + row[5])
     return lines
 
 
@@ -149,7 +186,8 @@ def cmd_report(args):
     if not by_target:
         print(NO_ROWS.format(Path(args.results).name))
         return ledger.EXIT_OK
-    blocks = ["\n".join(report_target(t, rows)) for t, rows in by_target.items()]
+    described = machines(args.results)
+    blocks = ["\n".join(report_target(t, rows, described)) for t, rows in by_target.items()]
     print("\n\n".join(blocks))
     return ledger.EXIT_OK
 
@@ -165,6 +203,18 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plotted_speedup(rows, i):
+    """Where run i goes on the plot: a champion's chained speedup, what a discard would have
+    had, or a confirm's direct speedup when it was timed against its chain's baseline."""
+    row = rows[i]
+    if row["status"] == CONFIRM:
+        baseline = next((r for r in reversed(rows[:i]) if r["status"] == "baseline"
+                         and r["harness_sha"] == row["harness_sha"]), None)
+        same = baseline is not None and baseline["kernel_sha"] == row["champion_sha"]
+        return direct_speedup(row) if same else None
+    return number(row["speedup_vs_baseline"]) or number(row["would_be_speedup"])
 
 
 def chain_levels(rows):
@@ -197,10 +247,10 @@ def plot_target(ax, target, rows):
     from matplotlib import ticker
 
     runs = range(1, len(rows) + 1)
-    speed = [number(r["speedup_vs_baseline"]) for r in rows]
+    speed = [plotted_speedup(rows, i) for i in range(len(rows))]
     levels, segments = chain_levels(rows)
     pick = {s: [(x, y) for x, y, r in zip(runs, speed, rows, strict=True) if r["status"] == s
-                and y is not None] for s in ("baseline", "keep", "discard")}
+                and y is not None] for s in ("baseline", "keep", "discard", CONFIRM)}
 
     ax.axhline(1.0, color="0.4", linewidth=0.8, linestyle=":", zorder=1)
     for segment in segments:
@@ -221,6 +271,10 @@ def plot_target(ax, target, rows):
     if pick["keep"]:
         ax.scatter(*zip(*pick["keep"], strict=True), s=42, color="tab:green",
                    edgecolors="black", linewidths=0.6, zorder=4, label="keep")
+    if pick[CONFIRM]:
+        ax.scatter(*zip(*pick[CONFIRM], strict=True), s=90, marker="*", color="tab:orange",
+                   edgecolors="black", linewidths=0.5, zorder=4,
+                   label="make confirm (measured directly)")
     if pick["baseline"]:
         ax.scatter(*zip(*pick["baseline"], strict=True), s=60, marker="D", color="tab:blue",
                    edgecolors="black", linewidths=0.6, zorder=4, label="baseline (1.0x)")
