@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -161,33 +162,51 @@ def rounds_of(pair, workloads, rounds, spec, rng):
                      pair if (r + first[w["name"]]) % 2 else pair[::-1]) for w in visit]
 
 
+def check_round(spec, batches, timed):
+    """The first wrong output of a round's batches, as a fault message, or None. It runs on
+    the judge's core while the next round is timed: no kernel runs there."""
+    for b, (_, outputs) in zip(batches, timed, strict=True):
+        found = spec.check_timed(b.workload, b.calls, b.truth, outputs)
+        if found:
+            label, problem = found
+            return (f"{label} kernel wrong while timed: {b.workload['name']} round {b.round}: "
+                    f"{problem}")
+    return None
+
+
+def settle(check):
+    """Wait for a round's check: a wrong output fails the trial."""
+    problem = check.result() if check else None
+    if problem:
+        raise TrialFault("fail", problem)
+
+
 def time_side_by_side(pair, workloads, rounds, spec, rng):
-    """Round by round: draw, time every batch on both kernels, then check the outputs
-    (check_timed). Returns Samples per combo: pair[0] (the candidate) over pair[1]."""
+    """Round by round: draw, time every batch on both kernels; every output is checked
+    (check_timed) on the judge's core while the next round is drawn and timed. Returns
+    Samples per combo: pair[0] (the candidate) over pair[1]."""
     first, second = (contestant.label for contestant in pair)
     for contestant in pair:
         for w in workloads:
             contestant.request(f"__init__ of {w['name']}", "init", w["name"], spec.init_args(w))
     samples = {w["name"]: Samples([], [], []) for w in workloads}
-    for batches in rounds_of(pair, workloads, rounds, spec, rng):
-        timed = [time_batch(b.order, b.workload["name"], spec.KERNEL_METHOD, b.calls,
-                            f"timed batch {b.workload['name']} round {b.round}")
-                 for b in batches]
-        for b, (cpu, outs) in zip(batches, timed, strict=True):
-            name = b.workload["name"]
-            spot = int(rng.integers(len(b.calls)))  # which timed output meets the oracle
-            for label, answers in outs.items():
-                problem = spec.check_timed(b.workload, b.calls, b.truth, answers, spot)
-                if problem:
-                    raise TrialFault("fail", f"{label} kernel wrong while timed: {name} "
-                                             f"round {b.round}: {problem}")
-            if b.round >= WARMUP_ROUNDS:
-                s = samples[name]
-                s.log_ratios.append(math.log(cpu[first] / cpu[second]))
-                s.candidate_ns.append(cpu[first] / len(b.calls))
-                s.champion_ns.append(cpu[second] / len(b.calls))
-        if batches[0].round % 6 == 0:
-            progress(f"timing round {batches[0].round + 1}/{WARMUP_ROUNDS + rounds}")
+    with ThreadPoolExecutor(1, thread_name_prefix="checker") as checker:
+        pending = None  # the previous round's check, running beside this round's timing
+        for batches in rounds_of(pair, workloads, rounds, spec, rng):
+            timed = [time_batch(b.order, b.workload["name"], spec.KERNEL_METHOD, b.calls,
+                                f"timed batch {b.workload['name']} round {b.round}")
+                     for b in batches]
+            settle(pending)
+            pending = checker.submit(check_round, spec, batches, timed)
+            for b, (cpu, _) in zip(batches, timed, strict=True):
+                if b.round >= WARMUP_ROUNDS:
+                    s = samples[b.workload["name"]]
+                    s.log_ratios.append(math.log(cpu[first] / cpu[second]))
+                    s.candidate_ns.append(cpu[first] / len(b.calls))
+                    s.champion_ns.append(cpu[second] / len(b.calls))
+            if batches[0].round % 6 == 0:
+                progress(f"timing round {batches[0].round + 1}/{WARMUP_ROUNDS + rounds}")
+        settle(pending)
     return samples
 
 

@@ -109,12 +109,16 @@ class Contestant:
         env["PYTHONPATH"] = str(import_dir)  # the target's own modules, for unpickling inputs
         env.update(MALLOC_ENV)
         fds = (to_child_r, from_child_w, replies_fd, read_only_fd)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, __file__, *(str(fd) for fd in fds)], pass_fds=fds,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir, env=env,
-                start_new_session=True,
-                preexec_fn=confine_child(self.workdir, cpu, CHILD_MEM_CAP_MB))
+        try:
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, __file__, *(str(fd) for fd in fds)], pass_fds=fds,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir,
+                    env=env, start_new_session=True,
+                    preexec_fn=confine_child(self.workdir, cpu, CHILD_MEM_CAP_MB))
+        except subprocess.SubprocessError as e:  # the sandbox could not be applied: no child
+            raise HarnessError(f"could not start a confined contestant ({e}); see "
+                               "docs/robustness.md") from None
         for fd in fds:
             os.close(fd)
         os.set_blocking(self.to_child, False)
@@ -146,9 +150,14 @@ class Contestant:
         self.deadline = min(time.monotonic() + limit_secs, self.budget_end)
         self.cpu_start = process_cpu_ns(self.proc.pid)
         self.wall_start = time.perf_counter_ns()
-        # CPU since its last reply, when it should have been asleep (the first request, the
-        # load, also covers the interpreter's start)
-        self.phase_idle = 0 if self.cpu_end is None else self.cpu_start - self.cpu_end
+        # CPU since its last reply, when it should have been asleep (none before the first
+        # request: the interpreter's start)
+        idle = 0 if self.cpu_end is None else self.cpu_start - self.cpu_end
+        if idle > IDLE_CPU_LIMIT_NS:
+            self.kill()
+            raise TrialFault("fail", f"{self.label} kernel burned {idle / 1e6:.1f} ms CPU "
+                                     f"between its requests, before the {op} of {args[0]}: "
+                                     "work escaping the timer")
         try:
             send_frame(self.to_child, payload, self.deadline)
         except OSError:  # gone, or stopped reading (TimeoutError): receive() reports which
@@ -185,9 +194,6 @@ class Contestant:
             if "MemoryError" in error:
                 error += f" (the memory cap is {CHILD_MEM_CAP_MB} MiB of address space)"
             raise TrialFault("crash", f"{self.label} kernel raised in {phase}: {error}")
-        if self.phase_idle > IDLE_CPU_LIMIT_NS:
-            raise TrialFault("fail", f"{self.label} kernel burned {self.phase_idle / 1e6:.1f} ms "
-                                     f"CPU while it waited for {phase}: work escaping the timer")
         if cpu > wall * MULTICORE_SLACK + 2_000_000:
             raise TrialFault("fail", f"{self.label} kernel used more than one core in {phase}: "
                                      f"{cpu / 1e6:.1f} ms CPU in {wall / 1e6:.1f} ms wall")

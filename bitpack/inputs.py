@@ -110,7 +110,8 @@ def _case(name, bits, pages):
 
 def make_battery():
     """Per T: every width 0..T (uniform, then all ones: the maximum of each width) on 1025
-    values; the edge counts; mixed widths chunk to chunk; all-zero and all-ones pages."""
+    values; the edge counts; mixed widths chunk to chunk; all-zero and all-ones pages. Then one
+    page of every timed combo, at the timed size."""
     cases = []
     for bits in DTYPES:
         seed = mix_seeds(FIXTURE_SEED, "battery", bits)
@@ -130,6 +131,10 @@ def make_battery():
         cases.append(_case(f"T{bits}/mixed", bits, [
             (*make_page(bits, bits, dist, BATTERY_MIXED_VALUES, mix_seeds(seed, dist)), dist)
             for dist in ("varying", "sparse", "zeros", "ones")]))
+    for w in make_speed_workloads():  # what is timed, at its size: a gated fast path meets it
+        seed = mix_seeds(FIXTURE_SEED, "battery", w["name"])
+        cases.append(_case(f"{w['name']}/speed-scale", w["bits"], [
+            (*make_page(w["bits"], w["width"], w["distribution"], w["values"], seed), "page")]))
     return [{**case, "pages": [{"page": p, "values": v, "label": label, "count": len(v)}
                                for p, v, label in case["pages"]]} for case in cases]
 

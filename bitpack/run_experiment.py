@@ -22,6 +22,7 @@ KERNEL_METHOD = "decode"
 ROUNDS = 16  # timed rounds; each round times every combo once per kernel
 BATCH_VALUES = 1 << 21  # values decoded per timed batch: ~10 ms of baseline work, so the fixed
 #                         cost of a request (0.1-0.3 ms, HARNESS.md section 2) stays small
+LITERAL_MAX_VALUES = 1 << 14  # larger battery pages meet reference.unpack (held to the literal)
 UNIT = ("ns_per_value", "values", 1)  # reported time: ns per decoded value (values per page)
 
 
@@ -37,7 +38,9 @@ def check_battery(contestants, battery):
         calls = [call(p["page"], p["count"], bits) for p in case["pages"]]
         answers = common.in_step(contestants, where, "call", "battery", KERNEL_METHOD, calls)
         for j, page in enumerate(case["pages"]):
-            want = reference.unpack_literal(page["page"], page["count"], bits)
+            unpack = (reference.unpack_literal if page["count"] <= LITERAL_MAX_VALUES
+                      else reference.unpack)  # the literal oracle is Python ints: ~1 us a value
+            want = unpack(page["page"], page["count"], bits)
             for label, outs in answers.items():
                 problem = reference.check(outs[j], want, bits)
                 if problem:
@@ -66,13 +69,15 @@ def draw_calls(workload, seed):
     return calls, [values for _, values in pages]
 
 
-def check_timed(workload, calls, truth, outs, spot):
-    """Every output, bitwise, against the values its page was packed from (inputs.pack is
-    held to the literal oracle by tests/test_bitpack.py)."""
-    for j, (want, out) in enumerate(zip(truth, outs, strict=True)):
-        problem = reference.check(out, want, workload["bits"])
-        if problem:
-            return f"page {j}{' (spot)' if j == spot else ''}: {problem}"
+def check_timed(workload, calls, truth, outputs):
+    """Every output of both kernels, bitwise, against the values its page was packed from
+    (inputs.pack is held to the literal oracle by tests/test_bitpack.py). Returns None or
+    (label, what is wrong)."""
+    for label, outs in outputs.items():
+        for j, (want, out) in enumerate(zip(truth, outs, strict=True)):
+            problem = reference.check(out, want, workload["bits"])
+            if problem:
+                return label, f"page {j}: {problem}"
     return None
 
 

@@ -42,6 +42,7 @@ ORDER_SEED = 0x0D3E_2026  # combo order per round: fixed, so two runs visit comb
 ROUNDS = 8  # timed rounds after the verification round; ~15 s in all on 2 cores
 QUICK_ROUNDS = 2  # timed rounds under --quick (the tests)
 QUICK_COMBOS = ("128x16_clustered", "768x96_sparse")  # --quick: the smallest and largest scan
+QUICK_QUERIES = 4  # queries per batch under --quick
 BANDWIDTH_BYTES = 256 << 20  # array read to measure bandwidth: far larger than any LLC here
 BANDWIDTH_REPEATS = 8  # best of: ~10 ms each; other load on the machine only slows a pass
 ASSUMED_LOADS_PER_CYCLE = 2  # lookups per cycle: x86 loads since Haswell/Zen 2 (Zen 3+: 3)
@@ -205,7 +206,7 @@ def run_batch(impl, w, calls, bench_cpu, judge_cpus):
     return outs, cpu
 
 
-def time_rounds(impls, workloads, rounds, cpus):
+def time_rounds(impls, workloads, rounds, cpus, queries_per_batch):
     """Round 0 checks every answer against the oracle (untimed); then `rounds` timed rounds,
     combos in random order, implementations rotated each round. Returns (ns, problems)."""
     bench_cpu, judge_cpus = cpus[-1], set(cpus[:-1]) or {cpus[-1]}
@@ -215,7 +216,7 @@ def time_rounds(impls, workloads, rounds, cpus):
     for r in range(1 + rounds):
         for index in order_rng.permutation(len(workloads)):
             w = workloads[index]
-            queries = inputs.draw_queries(w, judge.queries_per_batch(w),
+            queries = inputs.draw_queries(w, queries_per_batch(w),
                                           common.mix_seeds(QUERY_SEED, w["name"], r))
             calls = [(q, inputs.SPEED_K) for q in queries]
             shift = (r + int(index)) % len(impls)  # each implementation takes each slot
@@ -319,7 +320,8 @@ def main(argv=None):
         contestants = start_contestants(kernels, workloads, cpus, budget_end)
         impls += [{"label": c.label, "contestant": c} for c in contestants]
         rounds = QUICK_ROUNDS if args.quick else ROUNDS
-        ns, problems = time_rounds(impls, workloads, rounds, cpus)
+        ns, problems = time_rounds(impls, workloads, rounds, cpus, (lambda w: QUICK_QUERIES)
+                                   if args.quick else judge.queries_per_batch)
     except common.TrialFault as fault:
         print(f"error: {fault}", file=sys.stderr)
         return common.STATUS_EXIT[fault.status]

@@ -506,7 +506,7 @@ class PqKernel:
 
 
 def test_verify_catches_processes_where_seccomp_is_missing(monkeypatch):
-    monkeypatch.setattr(sandbox, "_sandbox", lambda libc, workdir: None)  # as if unsupported
+    monkeypatch.setattr(sandbox, "install_seccomp", lambda *args: None)  # as if unsupported
     child = contestant.Contestant("candidate", FORKING_KERNEL, "PqKernel", REPO / "pq_l2",
                                   time.monotonic() + 60, 0)
     try:
@@ -515,6 +515,38 @@ def test_verify_catches_processes_where_seccomp_is_missing(monkeypatch):
         with pytest.raises(ledger.TrialFault) as info:
             child.verify("the end of correctness")
         assert info.value.status == "fail" and "started processes" in str(info.value)
+    finally:
+        child.close()
+
+
+TWO_CORES_KERNEL = b"""
+import hashlib, os, threading
+class PqKernel:
+    def __init__(self, *args):
+        os.sched_setaffinity(0, range(os.cpu_count()))  # seccomp would refuse this
+    def run(self):
+        work = [threading.Thread(target=hashlib.sha256, args=(bytes(64 << 20),))
+                for _ in range(4)]  # hashing runs without the GIL
+        for thread in work:
+            thread.start()
+        for thread in work:
+            thread.join()
+        return ()
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_more_than_one_core_fails_where_seccomp_is_missing(monkeypatch):
+    monkeypatch.setattr(sandbox, "install_seccomp", lambda *args: None)  # as if unsupported
+    child = contestant.Contestant("candidate", TWO_CORES_KERNEL, "PqKernel", REPO / "pq_l2",
+                                  time.monotonic() + 60, 0)
+    try:
+        child.receive("import")
+        child.request("__init__", "init", "h", ())
+        with pytest.raises(ledger.TrialFault) as info:
+            child.request("a call", "call", "h", "run", [()])
+        assert info.value.status == "fail" and "used more than one core in a call" in str(
+            info.value)
     finally:
         child.close()
 
@@ -557,7 +589,7 @@ HASHED_EDITS = ("common.py", "contestant.py", "sandbox.py", "ledger.py", "seeds.
 
 
 def test_harness_sha_covers_what_can_change_a_verdict(tmp_path):
-    tree = trials.scratch_tree(tmp_path / "tree")
+    tree = trials.scratch_tree(tmp_path / "tree", caches=())
     before = ledger.harness_sha("pq_l2", tree)
     for name in UNHASHED_EDITS:
         with open(tree / name, "a") as f:

@@ -46,7 +46,7 @@ def test_draw_queries_fresh_per_seed_and_deterministic():
     assert not np.any(np.all(first == second, axis=1))  # no query repeats across seeds
 
 
-@pytest.mark.parametrize("distribution", inputs.BATTERY_DISTRIBUTIONS + ("clustered",))
+@pytest.mark.parametrize("distribution", inputs.BATTERY_DISTRIBUTIONS)
 def test_draw_vectors_contract(distribution):
     v = inputs.draw_vectors(distribution, SMALL_DIM, QUERY_COUNT, SMALL_SEED)
     assert v.dtype == np.float32 and v.flags.c_contiguous
@@ -79,6 +79,16 @@ def test_battery_covers_shapes_and_distributions(battery):
     want = {(s, d) for s in inputs.SPEED_SHAPES for d in inputs.BATTERY_DISTRIBUTIONS}
     assert covered == want
     assert len({c["name"] for c in battery}) == len(battery)  # names identify cases
+
+
+def test_battery_reaches_what_is_timed(fixtures):
+    battery, workloads, _ = fixtures
+    at_scale = {c["name"].split("/")[0]: c for c in battery if "/speed-scale/" in c["name"]}
+    assert sorted(at_scale) == sorted(w["name"] for w in workloads)
+    for w in workloads:
+        case = at_scale[w["name"]]
+        assert case["k"] == inputs.SPEED_K and case["distribution"] == w["distribution"]
+        assert np.array_equal(case["codes"], w["codes"])  # 20,000 vectors, as timed
 
 
 def test_battery_edge_cases_present(battery):
@@ -130,7 +140,7 @@ def test_cache_loads_identically_twice(fixtures):
 def test_corrupted_cache_is_regenerated(tmp_path, monkeypatch, capfd):
     # Small fixtures through the real cache code: the mechanism, without 12 s of generation.
     small = small_workload()
-    monkeypatch.setattr(inputs, "make_battery", lambda: [{**small, "name": "tiny"}])
+    monkeypatch.setattr(inputs, "make_battery", lambda workloads: [{**small, "name": "tiny"}])
     monkeypatch.setattr(inputs, "make_speed_workloads", lambda: [{**small, "name": "w"}])
     monkeypatch.setattr(inputs, "CACHE_DIR", tmp_path)
     data_path, sum_path = inputs.cache_paths()

@@ -14,7 +14,7 @@ def scaffold(tree, name):
 
 
 def test_scaffold_runs_at_once_and_is_listed(tmp_path):
-    tree = scratch_tree(tmp_path / "tree")
+    tree = scratch_tree(tmp_path / "tree", caches=())
     done = scaffold(tree, "foo")
     assert done.returncode == 0, done.stdout + done.stderr
     for name in FILES:
@@ -30,7 +30,7 @@ def test_scaffold_runs_at_once_and_is_listed(tmp_path):
 
 
 def test_scaffold_marks_a_listed_candidate(tmp_path):
-    tree = scratch_tree(tmp_path / "tree")
+    tree = scratch_tree(tmp_path / "tree", caches=())
     assert scaffold(tree, "dictionary").returncode == 0
     readme = (tree / "README.md").read_text()
     assert "| `dictionary` | candidate, scaffolded |" in readme
@@ -38,7 +38,7 @@ def test_scaffold_marks_a_listed_candidate(tmp_path):
 
 
 def test_scaffold_refuses_bad_names_and_existing_folders(tmp_path):
-    tree = scratch_tree(tmp_path / "tree")
+    tree = scratch_tree(tmp_path / "tree", caches=())
     for bad in ("", "Foo", "../x", "a b"):
         done = scaffold(tree, bad)
         assert done.returncode == 5 and done.stdout.startswith("error: usage")

@@ -155,7 +155,7 @@ def test_unchanged_baseline_is_keep_or_discard(test_tree, tmp_path):
 
 
 def test_first_run_records_baseline_then_becomes_champion(test_tree, tmp_path):
-    kernel = write_kernel(tmp_path, BASELINE_KERNEL.read_bytes())
+    kernel = write_kernel(tmp_path, NUMPY_KERNEL)  # no compile: two trials stay quick
     results = tmp_path / "results.tsv"
     results.write_text("")  # an empty log: no champion yet
     trial = run_trial(test_tree, kernel, results, champion=None)
@@ -166,8 +166,7 @@ def test_first_run_records_baseline_then_becomes_champion(test_tree, tmp_path):
     assert baseline["champion_sha"] == baseline["kernel_sha"]
     assert (tmp_path / ".snapshots" / TARGET / f"{baseline['kernel_sha']}.py").is_file()
     # The next run takes its champion from results.tsv and the snapshot.
-    candidate = write_kernel(tmp_path, BASELINE_KERNEL.read_bytes() + b"# touched\n",
-                             "candidate.py")
+    candidate = write_kernel(tmp_path, NUMPY_KERNEL + "# touched\n", "candidate.py")
     trial = run_trial(test_tree, candidate, results, champion=None)
     block = trial.block
     assert trial.code == ledger.EXIT_OK, why(trial)

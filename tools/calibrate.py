@@ -189,8 +189,8 @@ def confirm(work, target, champion_source, chained, results):
     if done.returncode != 0:
         sys.exit(f"confirm failed ({done.returncode}): {done.stdout[-600:]}{done.stderr[-600:]}")
     block = trials.last_block(done.stdout.split("\n"))
-    speedups = {int(k[6:]): float(v.split()[5]) for k, v in block.items()
-                if re.fullmatch(r"scale_\d+", k)}
+    speedups = {int(k[6:]): float(re.search(r"speedup (\d+\.\d+)", v)[1])
+                for k, v in block.items() if re.fullmatch(r"scale_\d+", k)}
     return block, speedups
 
 
@@ -226,9 +226,8 @@ def main():
     for scale in spec.CONFIRM_SCALES:  # cached in the real tree, once, for every calibration
         spec.confirm_workloads(trial_workloads, scale)
     tmp = Path(tempfile.mkdtemp(prefix="calibrate-"))
-    work = trials.scratch_tree(tmp / "tree")
-    for stale in (work / ".cache").glob(f"{target}/fixtures-*"):
-        stale.unlink()  # the first run builds the trial's fixtures; other scales stay cached
+    work = trials.scratch_tree(tmp / "tree", caches=("scaled",))  # the first run builds the
+    #                                                   trial's fixtures; other scales are cached
     kernel = work / target / "kernels.py"
     source = kernel.read_text()
     variants = {"slow10": slowed(source, spec, target, 1.10),
@@ -263,8 +262,8 @@ def main():
     print(f"A/A: {excluding:.1%} of {len(cis)} combo CI90s exclude 1 (10 % expected)")
     median_half = statistics.median(half_width(b) for b in aa)
     figures.update({
-        f"A/A ({len(aa)} runs): keeps; geomean_ratio min / median / max":
-            f"{sum(b['verdict'] == 'keep' for b in aa)}; {min(ratios):.3f} / "
+        "A/A: keeps of runs; geomean_ratio min / median / max":
+            f"{sum(b['verdict'] == 'keep' for b in aa)} of {len(aa)}; {min(ratios):.3f} / "
             f"{statistics.median(ratios):.3f} / {max(ratios):.3f}",
         "A/A: median CI90 half-width": f"{median_half:.4f}",
         "A/A: combo CI90s that exclude 1": f"{excluding:.1%}",
@@ -300,6 +299,9 @@ def main():
     double = [trial(work, target, str(files["double"]), str(kernel), tmp / "p4.tsv")
               for _ in range(FIDELITY_RUNS)]
     _, ratios = series("twice the baseline's work", double, "discard")
+    for b in double:
+        print(f"  twice the work: geomean {b['geomean_ratio']}, combos " + ", ".join(
+            f"{name} {r:.3f}" for name, (r, _, _) in combo_ratios(b).items()), flush=True)
     combos = [r for b in double for r, _, _ in combo_ratios(b).values()]
     figures["twice the work: geomean_ratio min / max; combos min / max"] = \
         f"{min(ratios):.3f} / {max(ratios):.3f}; {min(combos):.3f} / {max(combos):.3f}"

@@ -44,15 +44,19 @@ def block_keys(stdout):
     return [line.split(": ", 1)[0] for line in lines[start:] if line]
 
 
-def scratch_tree(dest, fixtures_for=()):
-    """A copy of the repository at `dest` without logs and caches, the virtualenv linked and the
-    fixture cache copied; the fixtures of `fixtures_for` targets are built there if missing."""
+def scratch_tree(dest, fixtures_for=(), caches=("fixtures-",)):
+    """A copy of the repository at `dest` without logs and caches, the virtualenv linked and
+    the fixture caches whose names start with one of `caches` copied (other scales' caches
+    are large: make confirm's); the fixtures of `fixtures_for` targets are built there if
+    missing."""
     dest = Path(dest)
     shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(*SCRATCH_IGNORE))
     if (REPO / ".venv").exists():
         (dest / ".venv").symlink_to(REPO / ".venv")
-    if (REPO / ".cache").is_dir():
-        shutil.copytree(REPO / ".cache", dest / ".cache")
+    for path in (REPO / ".cache").glob("*/*"):
+        if path.name.startswith(caches):
+            (dest / path.relative_to(REPO).parent).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest / path.relative_to(REPO))
     for target in fixtures_for:
         subprocess.run([sys.executable, "-c", "import inputs; inputs.load_fixtures()"],
                        cwd=dest / target, check=True, capture_output=True)

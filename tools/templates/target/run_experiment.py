@@ -51,12 +51,14 @@ def draw_calls(workload, seed):
     return [(v,) for v in inputs.draw_vectors(workload, CALLS_PER_BATCH, seed)], None
 
 
-def check_timed(workload, calls, truth, outs, spot):
-    """The oracle for the output at `spot` (a bitwise check is cheap enough for all)."""
-    for j, (call, out) in enumerate(zip(calls, outs, strict=True)):
-        problem = reference.check(out, workload["matrix"], *call)
-        if problem:
-            return f"call {j}{' (spot)' if j == spot else ''}: {problem}"
+def check_timed(workload, calls, truth, outputs):
+    """Every output of both kernels against the oracle. Returns None or (label, what is
+    wrong)."""
+    for label, outs in outputs.items():
+        for j, (call, out) in enumerate(zip(calls, outs, strict=True)):
+            problem = reference.check(out, workload["matrix"], *call)
+            if problem:
+                return label, f"call {j}: {problem}"
     return None
 
 
