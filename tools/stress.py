@@ -8,6 +8,8 @@ its results.tsv are never touched). `make stress` (a few minutes).
    random moments: every line must verify (read_results raises nothing, ignores nothing),
    every run not killed must exit with a trial status and own exactly one row, no
    description may appear twice, no row may belong to anything but these runs.
+3. RARE_TRIALS trials of a kernel wrong on one query in 200, at random, on the real timed
+   workloads: every one must fail.
 Prints a `---` block of figures; exits 1 if any check fails.
 """
 import contextlib
@@ -31,6 +33,8 @@ import ledger  # noqa: E402
 TARGET = "pq_l2"
 HONEST_KERNEL = trials.REPO / "tests" / "exploits" / "honest_numpy.py"  # pure numpy, correct
 HANGING_KERNEL = trials.REPO / "tests" / "exploits" / "hang_probe.py"  # probe_top_k never returns
+RARELY_WRONG_KERNEL = trials.REPO / "tests" / "exploits" / "wrong_rarely.py"  # 1 query in 200
+RARE_TRIALS = 20
 HANG_SLACK_SECS = 10
 RUNS = 20
 KILLED = 8  # how many of the RUNS get a SIGKILL
@@ -41,10 +45,10 @@ RUN_TIMEOUT_SECS = 900  # a judge still running after this is itself a failure
 TRIAL_EXITS = (ledger.EXIT_OK, ledger.EXIT_INCORRECT, ledger.EXIT_TIMEOUT, ledger.EXIT_CRASH)
 
 
-def judge(repo, kernel, results, desc):
+def judge(repo, kernel, results, desc, rounds=ROUNDS):
     env = {k: v for k, v in os.environ.items() if k != "HARNESS_DEADLINE_SCALE"}
     env["TMPDIR"] = str(results.parent)  # contestant workdirs of killed runs stay in scratch
-    cmd = trials.judge_command(TARGET, kernel, results, HONEST_KERNEL, ROUNDS, desc)
+    cmd = trials.judge_command(TARGET, kernel, results, HONEST_KERNEL, rounds, desc)
     return subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
@@ -113,6 +117,18 @@ def main():
         failures += [f"{d}: exited {outcomes[d][1]} without a row" for d in completed
                      if counts[d] == 0]
 
+        # 3. A kernel wrong on a rare query, a trial's full rounds at a time.
+        (scratch / "rare").mkdir()
+        rare = []
+        for i in range(RARE_TRIALS):
+            run = judge(repo, RARELY_WRONG_KERNEL, scratch / "rare" / "results.tsv",
+                        f"rare {i}", rounds=None)
+            rare.append((block_status(run.communicate(timeout=RUN_TIMEOUT_SECS)[0]),
+                         run.returncode))
+        caught = sum(outcome == ("fail", ledger.EXIT_INCORRECT) for outcome in rare)
+        if caught != RARE_TRIALS:
+            failures.append(f"the rarely wrong kernel was failed in {caught} of {RARE_TRIALS}")
+
     common.print_block({
         "hang_seconds": f"{hang_seconds:.1f}", "hang_status": hang_status, "runs": RUNS,
         "killed": len(killed), "completed": len(completed), "rows": len(rows),
@@ -120,7 +136,7 @@ def main():
         "statuses": " ".join(f"{status}={count}" for status, count in sorted(
             Counter(block_status(outcomes[d][0]) for d in completed).items())),
         "parallel_seconds": f"{parallel_seconds:.1f}",
-        "failures": len(failures)})
+        "rarely_wrong_failed": f"{caught}/{RARE_TRIALS}", "failures": len(failures)})
     for failure in failures:
         print(f"FAIL {failure}")
     return 1 if failures else 0
