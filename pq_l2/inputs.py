@@ -9,7 +9,6 @@ import functools
 import hashlib
 import inspect
 import io
-import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -17,7 +16,8 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import CACHE_DIR, progress, sha256_hex  # noqa: E402
+import fixture_cache  # noqa: E402
+from ledger import progress  # noqa: E402
 from seeds import mix_seeds, standard_normal, uniform01  # noqa: E402
 
 FIXTURE_SEED = 0x5EED_2026  # root of every fixture array
@@ -188,92 +188,25 @@ def _cache_key():
     return hashlib.sha256(source + str(FIXTURE_SEED).encode()).hexdigest()[:16]
 
 
-def _pack(battery, workloads):
-    arrays = {}
-    for prefix, items in (("battery", battery), ("speed", workloads)):
-        for i, item in enumerate(items):
-            for key, value in item.items():
-                if key == "shape":
-                    value = np.array(value)
-                arrays[f"{prefix}/{i}/{key}"] = np.asarray(value)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _unpack(data):
-    items = {"battery": {}, "speed": {}}
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        for name in npz.files:
-            prefix, index, key = name.split("/")
-            value = npz[name]
-            if key == "shape":
-                value = PqShape(*(int(v) for v in value))
-            elif value.ndim == 0:
-                value = value.item()
-            items[prefix].setdefault(int(index), {})[key] = value
-    return ([items["battery"][i] for i in sorted(items["battery"])],
-            [items["speed"][i] for i in sorted(items["speed"])])
-
-
-def cache_paths(name="fixtures", key=None):
-    directory = CACHE_DIR / "pq_l2"
-    key = key or _cache_key()
-    return directory / f"{name}-{key}.npz", directory / f"{name}-{key}.sha256"
-
-
 def cache_intact(digest):
-    """True if the cache file still hashes to `digest`; if not, it is deleted."""
-    data_path, sum_path = cache_paths()
-    try:
-        if sha256_hex(data_path.read_bytes()) == digest:
-            return True
-    except OSError:
-        pass
-    for path in (data_path, sum_path):
-        path.unlink(missing_ok=True)
-    return False
-
-
-def _cached(name, build, what, key=None):
-    """(bytes, sha) of the cache file `name`, checked against its sha file; a missing, stale
-    or corrupted one is rebuilt with build() (which returns the bytes)."""
-    data_path, sum_path = cache_paths(name, key)
-    try:
-        data = data_path.read_bytes()
-        digest = sha256_hex(data)
-        if sum_path.read_text().strip() == digest:
-            return data, digest
-        progress(f"fixture cache {data_path.name} fails its hash: regenerating")
-    except FileNotFoundError:
-        progress(f"fixture cache missing: generating {what} (once)")
-    except (OSError, ValueError) as e:
-        progress(f"fixture cache unreadable ({e}): regenerating")
-    data = build()
-    digest = sha256_hex(data)
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    for path, content in ((data_path, data), (sum_path, digest.encode())):
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
-    for stale in data_path.parent.glob(f"{name}-*"):  # caches of older fixture code
-        if stale.stem != data_path.stem and ".tmp" not in stale.suffix:
-            stale.unlink(missing_ok=True)
-    return data, digest
+    """True if the fixture cache still hashes to `digest`; if not, it is deleted."""
+    return fixture_cache.intact("pq_l2", "fixtures", _cache_key(), digest)
 
 
 def load_fixtures():
     """(battery, speed workloads, content sha). A missing, stale or corrupted cache is rebuilt."""
     def build():
         workloads = make_speed_workloads()
-        return _pack(make_battery(workloads), workloads)
+        return fixture_cache.pack({"battery": make_battery(workloads), "speed": workloads})
 
-    data, digest = _cached("fixtures", build, "the fixtures, ~12 s on an idle machine,")
+    data, digest = fixture_cache.cached("pq_l2", "fixtures", _cache_key(), build,
+                                        "the fixtures, ~12 s on an idle machine,")
     try:
-        return (*_unpack(data), digest)
+        groups = fixture_cache.unpack(data, {"shape": PqShape})
     except (ValueError, KeyError) as e:
         cache_intact("")  # deletes it: the next load rebuilds
         raise RuntimeError(f"fixture cache unreadable ({e}): deleted, run again") from None
+    return groups["battery"], groups["speed"], digest
 
 
 # ---------------------------------------------------------------- other scales (make confirm)
@@ -336,7 +269,7 @@ def scaled_workloads(workloads, count):
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
-    data, _ = _cached(f"scaled{count}", build, f"{len(workloads)} workloads of {count} vectors",
-                      _scaled_key(workloads))
+    data, _ = fixture_cache.cached("pq_l2", f"scaled{count}", _scaled_key(workloads), build,
+                                   f"{len(workloads)} workloads of {count} vectors")
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return [{**w, "codes": npz[w["name"]]} for w in workloads]

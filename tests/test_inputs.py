@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 
+import fixture_cache
 import inputs
 import reference
 
@@ -142,8 +143,8 @@ def test_corrupted_cache_is_regenerated(tmp_path, monkeypatch, capfd):
     small = small_workload()
     monkeypatch.setattr(inputs, "make_battery", lambda workloads: [{**small, "name": "tiny"}])
     monkeypatch.setattr(inputs, "make_speed_workloads", lambda: [{**small, "name": "w"}])
-    monkeypatch.setattr(inputs, "CACHE_DIR", tmp_path)
-    data_path, sum_path = inputs.cache_paths()
+    monkeypatch.setattr(fixture_cache, "CACHE_DIR", tmp_path)
+    data_path, sum_path = fixture_cache.paths("pq_l2", "fixtures", inputs._cache_key())
     intact_digest = inputs.load_fixtures()[2]  # generates and writes the cache
     intact = data_path.read_bytes()
     middle = len(intact) // 2
