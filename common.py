@@ -181,14 +181,17 @@ def settle(check):
         raise TrialFault("fail", problem)
 
 
+def init_workloads(contestants, workloads, spec):
+    """Every contestant builds a kernel for every speed workload, in step."""
+    for w in workloads:
+        in_step(contestants, f"__init__ of {w['name']}", "init", w["name"], spec.init_args(w))
+
+
 def time_side_by_side(pair, workloads, rounds, spec, rng):
-    """Round by round: draw, time every batch on both kernels; every output is checked
-    (check_timed) on the judge's core while the next round is drawn and timed. Returns
-    Samples per combo: pair[0] (the candidate) over pair[1]."""
+    """Round by round: draw, time every batch on both kernels (built by init_workloads);
+    every output is checked (check_timed) on the judge's core while the next round is drawn
+    and timed. Returns Samples per combo: pair[0] (the candidate) over pair[1]."""
     first, second = (contestant.label for contestant in pair)
-    for contestant in pair:
-        for w in workloads:
-            contestant.request(f"__init__ of {w['name']}", "init", w["name"], spec.init_args(w))
     samples = {w["name"]: Samples([], [], []) for w in workloads}
     with ThreadPoolExecutor(1, thread_name_prefix="checker") as checker:
         pending = None  # the previous round's check, running beside this round's timing
@@ -402,6 +405,7 @@ def race(target, harness, candidate_source, champion, args, cpus):
         if champion is None:
             check_untouched(target, harness, cache_intact())
             return Outcome("checked", correctness, "", None, None)
+        init_workloads(contestants, workloads, spec)  # still each on its own core
         contestants[1].pin(bench_cpu)
         if len(cpus) > 1:
             os.sched_setaffinity(0, set(cpus[:-1]))  # the judge stays off the benchmark core

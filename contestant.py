@@ -128,24 +128,26 @@ class Contestant:
 
     def send(self, op, *args, limit_secs=CALL_DEADLINE_SECS):
         """Start a request; `receive` finishes it. Only one request is in flight. The arrays
-        of a call travel through shared memory the contestant can only read: no copies."""
+        of a call or an __init__ travel through shared memory the contestant can only read: a
+        call's are read in place, an __init__'s copied once (they outlive the request)."""
         buffers = []
         self.expected_outputs = len(args[2]) if op == "call" else 0
         if op == "call":
             calls = args[2]
             slots = any(type(a) is tuple and a[:1] == (OUTPUT_SLOT,) for c in calls for a in c)
             args = (*args[:2], len(calls), columns_of(calls), slots)
-        message = pickle.dumps((op, *args), protocol=5,
-                               buffer_callback=buffers.append if op == "call" else None)
+        message = pickle.dumps((op, *args), protocol=5, buffer_callback=buffers.append
+                               if op in ("call", "init") else None)
         layout, pos = [], 0
         for buffer in buffers:
             raw = buffer.raw()
             if pos + raw.nbytes > MAX_MESSAGE_BYTES:
-                raise HarnessError(f"call arguments exceed {MAX_MESSAGE_BYTES} bytes")
+                raise HarnessError(f"{op} arguments exceed {MAX_MESSAGE_BYTES} bytes")
             self.requests[pos:pos + raw.nbytes] = raw
             layout += (pos, raw.nbytes)
             pos += -(-raw.nbytes // 64) * 64  # cache-line aligned, like a fresh allocation
-        payload = struct.pack(f"<Q{len(layout)}Q", len(buffers), *layout) + message
+        payload = struct.pack(f"<QQ{len(layout)}Q", len(buffers), op == "init",
+                              *layout) + message
         self.limit_secs = limit_secs
         self.deadline = min(time.monotonic() + limit_secs, self.budget_end)
         self.cpu_start = process_cpu_ns(self.proc.pid)
@@ -266,11 +268,20 @@ class Contestant:
 
 
 # ---------------------------------------------------------------- the kernel's side
+def _arrays_in(values):
+    """The arrays among __init__'s arguments and inside tuples among them (an index passed as
+    one NamedTuple of arrays, as fts_bm25 does)."""
+    for value in values:
+        if isinstance(value, tuple):
+            yield from _arrays_in(value)
+        elif isinstance(value, np.ndarray):
+            yield value
+
+
 def _arrays_digest(values):
     digest = hashlib.sha256()
-    for value in values:
-        if isinstance(value, np.ndarray):
-            digest.update(np.ascontiguousarray(value).view(np.uint8).data)
+    for value in _arrays_in(values):
+        digest.update(np.ascontiguousarray(value).view(np.uint8).data)
     return digest.digest()
 
 
@@ -295,10 +306,11 @@ def child_main(fd_in, fd_out, fd_replies, fd_requests):
             frame = recv_frame(fd_in)
         except EOFError:
             return
-        (count,) = struct.unpack_from("<Q", frame)
-        layout = struct.unpack_from(f"<{2 * count}Q", frame, 8)
-        op, *args = pickle.loads(frame[8 + 16 * count:], buffers=[
-            requests[a:a + n] for a, n in zip(layout[::2], layout[1::2], strict=True)])
+        count, private = struct.unpack_from("<QQ", frame)
+        layout = struct.unpack_from(f"<{2 * count}Q", frame, 16)
+        views = [requests[a:a + n] for a, n in zip(layout[::2], layout[1::2], strict=True)]
+        op, *args = pickle.loads(frame[16 + 16 * count:], buffers=[
+            bytearray(v) for v in views] if private else views)
         try:
             if op == "load":
                 source, path, class_name = args
@@ -314,9 +326,8 @@ def child_main(fd_in, fd_out, fd_replies, fd_requests):
                 handle, ctor_args = args
                 _check_inputs(inputs_seen.pop(handle, None), handle)  # before it is replaced
                 inputs_seen[handle] = (ctor_args, _arrays_digest(ctor_args))
-                for arr in ctor_args:
-                    if isinstance(arr, np.ndarray):
-                        arr.setflags(write=False)  # inputs are read-only by contract
+                for arr in _arrays_in(ctor_args):
+                    arr.setflags(write=False)  # inputs are read-only by contract
                 instances[handle] = kernel_class(*ctor_args)
             elif op == "call":
                 handle, method, count, columns, slots = args

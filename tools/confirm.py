@@ -91,6 +91,7 @@ def time_scale(target, workloads, sources, rounds, cpus):
                                           budget_end, cpus[-1]))
         for contestant in pair:
             contestant.receive(f"import of the {contestant.label} kernels.py")
+        common.init_workloads(pair, workloads, spec)
         os.sched_setaffinity(0, set(cpus[:-1]) or {cpus[-1]})
         samples = common.time_side_by_side(pair, workloads, rounds, spec,
                                            np.random.default_rng())
