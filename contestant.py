@@ -293,11 +293,60 @@ def _check_inputs(seen, handle):
                          "read-only")
 
 
+def _answer(frame, state, replies, replies_address, requests):
+    """One request, answered into the reply memory: the reply's size. What it allocates is
+    freed when it returns, before the reply is sent: freed after, it would be CPU between
+    requests, which the judge counts against the kernel."""
+    count, private = struct.unpack_from("<QQ", frame)
+    layout = struct.unpack_from(f"<{2 * count}Q", frame, 16)
+    views = [requests[a:a + n] for a, n in zip(layout[::2], layout[1::2], strict=True)]
+    op, *args = pickle.loads(frame[16 + 16 * count:], buffers=[
+        bytearray(v) for v in views] if private else views)
+    instances, inputs_seen = state["instances"], state["inputs_seen"]
+    try:
+        if op == "load":
+            source, path, class_name = args
+            Path(path).write_bytes(source)
+            spec = importlib.util.spec_from_file_location("kernels", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["kernels"] = module
+            exec(compile(source, path, "exec"), module.__dict__)  # the bytes the judge sent
+            state["kernel_class"] = getattr(module, class_name, None)
+            if not callable(state["kernel_class"]):
+                raise AttributeError(f"kernels.py defines no class {class_name}")
+        elif op == "init":
+            handle, ctor_args = args
+            _check_inputs(inputs_seen.pop(handle, None), handle)  # before it is replaced
+            inputs_seen[handle] = (ctor_args, _arrays_digest(ctor_args))
+            for arr in _arrays_in(ctor_args):
+                arr.setflags(write=False)  # inputs are read-only by contract
+            instances[handle] = state["kernel_class"](*ctor_args)
+        elif op == "call":
+            handle, method, count, columns, slots = args
+            bound = getattr(instances[handle], method)
+            cursor = [REPLY_HEADER_BYTES]
+            calls = zip(*columns, strict=True) if columns else [()] * count
+            if slots:
+                calls = [fill_slots(call_args, replies, cursor) for call_args in calls]
+            results = [bound(*call_args) for call_args in calls]
+            filled = cursor[0] > REPLY_HEADER_BYTES
+            return encode_reply(results, replies, cursor[0], replies_address if filled else None)
+        elif op == "verify":
+            for handle, seen in inputs_seen.items():
+                _check_inputs(seen, handle)
+        else:
+            raise ValueError(f"unknown request {op!r}")
+        return encode_reply([], replies)
+    except Exception as e:
+        lines = traceback.format_exception(e)
+        return encode_error("".join(lines[-3:]).strip().replace("\n", " | "), replies)
+
+
 def child_main(fd_in, fd_out, fd_replies, fd_requests):
     """The kernel's process: load source, build instances, answer calls with raw arrays
     written into the shared reply memory; the pipe carries the reply's size. Call arguments
     are read-only views of the shared request memory."""
-    kernel_class, instances, inputs_seen = None, {}, {}
+    state = {"kernel_class": None, "instances": {}, "inputs_seen": {}}
     replies = mmap.mmap(fd_replies, MAX_MESSAGE_BYTES)
     replies_address = np.frombuffer(replies, np.uint8).ctypes.data
     requests = memoryview(mmap.mmap(fd_requests, MAX_MESSAGE_BYTES, prot=mmap.PROT_READ))
@@ -306,52 +355,9 @@ def child_main(fd_in, fd_out, fd_replies, fd_requests):
             frame = recv_frame(fd_in)
         except EOFError:
             return
-        count, private = struct.unpack_from("<QQ", frame)
-        layout = struct.unpack_from(f"<{2 * count}Q", frame, 16)
-        views = [requests[a:a + n] for a, n in zip(layout[::2], layout[1::2], strict=True)]
-        op, *args = pickle.loads(frame[16 + 16 * count:], buffers=[
-            bytearray(v) for v in views] if private else views)
-        try:
-            if op == "load":
-                source, path, class_name = args
-                Path(path).write_bytes(source)
-                spec = importlib.util.spec_from_file_location("kernels", path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules["kernels"] = module
-                exec(compile(source, path, "exec"), module.__dict__)  # the bytes the judge sent
-                kernel_class = getattr(module, class_name, None)
-                if not callable(kernel_class):
-                    raise AttributeError(f"kernels.py defines no class {class_name}")
-            elif op == "init":
-                handle, ctor_args = args
-                _check_inputs(inputs_seen.pop(handle, None), handle)  # before it is replaced
-                inputs_seen[handle] = (ctor_args, _arrays_digest(ctor_args))
-                for arr in _arrays_in(ctor_args):
-                    arr.setflags(write=False)  # inputs are read-only by contract
-                instances[handle] = kernel_class(*ctor_args)
-            elif op == "call":
-                handle, method, count, columns, slots = args
-                bound = getattr(instances[handle], method)
-                cursor = [REPLY_HEADER_BYTES]
-                calls = zip(*columns, strict=True) if columns else [()] * count
-                if slots:
-                    calls = [fill_slots(call_args, replies, cursor) for call_args in calls]
-                results = [bound(*call_args) for call_args in calls]
-                filled = cursor[0] > REPLY_HEADER_BYTES
-                size = encode_reply(results, replies, cursor[0],
-                                    replies_address if filled else None)
-            elif op == "verify":
-                for handle, seen in inputs_seen.items():
-                    _check_inputs(seen, handle)
-            else:
-                raise ValueError(f"unknown request {op!r}")
-            if op != "call":
-                size = encode_reply([], replies)
-        except Exception as e:
-            lines = traceback.format_exception(e)
-            size = encode_error("".join(lines[-3:]).strip().replace("\n", " | "), replies)
+        size = _answer(frame, state, replies, replies_address, requests)
+        del frame
         os.write(fd_out, struct.pack("<Q", size))  # 8 bytes: a pipe takes them whole
-
 
 if __name__ == "__main__":
     child_main(*(int(fd) for fd in sys.argv[1:5]))
