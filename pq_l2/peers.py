@@ -27,8 +27,10 @@ HERE = Path(__file__).resolve().parent
 TARGET = HERE.name
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tools"))
 import common  # noqa: E402
 import inputs  # noqa: E402
+import peers_common  # noqa: E402
 import reference  # noqa: E402
 import run_experiment as judge  # noqa: E402
 
@@ -145,67 +147,10 @@ def roofline_us(n, m, bandwidth_gbs, ghz, loads_per_cycle=ASSUMED_LOADS_PER_CYCL
 def pick_kernels(results_path, harness):
     """([(label, source, sha)], note): baseline and champion as the judge would pick them, or
     pq_l2/kernels.py as both when results.tsv has no baseline under this harness_sha."""
-    rows = common.read_results(results_path)
-    champion = common.find_champion(rows, TARGET, harness)
-    baseline = next((r for r in reversed(rows) if r["target"] == TARGET
-                     and r["status"] == "baseline" and r["harness_sha"] == harness), None)
-    if champion is None or baseline is None:
-        source = (HERE / "kernels.py").read_bytes()
-        why = ("no results.tsv yet" if not rows
-               else f"no baseline row under harness_sha {harness}")
-        return ([("champion", source, common.sha256_hex(source)[:common.SHA_DIGITS])],
-                f"{why}: pq_l2/kernels.py serves as both baseline and champion")
-    picked = []
-    for label, row in (("baseline", baseline), ("champion", champion)):
-        source = common.load_snapshot(results_path, TARGET, row["kernel_sha"])
-        if source is None:
-            raise common.HarnessError(f"{label} snapshot {row['kernel_sha']} is missing or "
-                                      "altered", common.EXIT_USAGE)
-        picked.append((label, source, row["kernel_sha"]))
-    if baseline["kernel_sha"] == champion["kernel_sha"]:
-        return picked[1:], f"no keep yet: the champion is the baseline {baseline['kernel_sha']}"
-    return picked, (f"baseline {baseline['kernel_sha']} and champion {champion['kernel_sha']} "
-                    f"from {Path(results_path).name}")
-
-
-def start_contestants(kernels, workloads, cpus, budget_end):
-    """One contestant per kernel, each compiling on its own core, then all pinned to the
-    benchmark core (cpus[-1]), as the judge does."""
-    contestants = []
-    for i, (label, source, _) in enumerate(kernels):
-        contestants.append(common.Contestant(label, source, judge.KERNEL_CLASS, HERE,
-                                             budget_end, cpus[i % len(cpus)]))
-    warm = workloads[0]
-    for c in contestants:
-        c.receive(f"import of the {c.label} kernels.py")
-        for w in workloads:
-            c.request(f"__init__ of {w['name']}", "init", w["name"],
-                      (w["shape"], w["codebook"], w["codes"]))
-        c.send("call", warm["name"], judge.KERNEL_METHOD,  # the numba compile, in parallel
-               [(inputs.draw_queries(warm, 1, QUERY_SEED)[0], inputs.SPEED_K)])
-    for c in contestants:
-        c.receive(f"the {c.label} kernel's first call")
-        c.pin(cpus[-1])
-    return contestants
+    return peers_common.pick_kernels(results_path, harness, HERE)
 
 
 # ---------------------------------------------------------------- timing
-def run_batch(impl, w, calls, bench_cpu, judge_cpus):
-    """(answers, CPU ns) of one batch: a contestant's process CPU time read from outside, or
-    an in-process peer's thread CPU time on the benchmark core."""
-    if "contestant" in impl:
-        outs, cpu, _ = impl["contestant"].request(f"{impl['label']} batch {w['name']}", "call",
-                                                  w["name"], judge.KERNEL_METHOD, calls)
-        return outs, cpu
-    peer = impl["peers"][w["name"]]
-    os.sched_setaffinity(0, {bench_cpu})  # the core the contestants are timed on
-    start = time.thread_time_ns()
-    outs = [peer.probe_top_k(query, k) for query, k in calls]
-    cpu = time.thread_time_ns() - start
-    os.sched_setaffinity(0, judge_cpus)
-    return outs, cpu
-
-
 def time_rounds(impls, workloads, rounds, cpus, queries_per_batch):
     """Round 0 checks every answer against the oracle (untimed); then `rounds` timed rounds,
     combos in random order, implementations rotated each round. Returns (ns, problems)."""
@@ -222,7 +167,8 @@ def time_rounds(impls, workloads, rounds, cpus, queries_per_batch):
             shift = (r + int(index)) % len(impls)  # each implementation takes each slot
             answers = {}
             for impl in impls[shift:] + impls[:shift]:
-                answers[impl["label"]], cpu = run_batch(impl, w, calls, bench_cpu, judge_cpus)
+                answers[impl["label"]], cpu, _ = peers_common.time_batch(
+                    impl, w["name"], judge.KERNEL_METHOD, calls, bench_cpu, judge_cpus)
                 if r > 0:
                     ns[impl["label"]][w["name"]].append(cpu / len(calls))
             if r == 0:
@@ -246,13 +192,6 @@ def verify(answers, w, queries):
 
 
 # ---------------------------------------------------------------- the report
-def ratio_text(us, top, bottom, names):
-    """Geomean over combos of top / bottom, or n/a when either was not run."""
-    if top not in us or bottom not in us:
-        return "n/a"
-    return f"{common.geomean([us[top][n] / us[bottom][n] for n in names]):.2f}"
-
-
 def report(us, roofs, names, labels, extra):
     header = f"{'combo':18}" + "".join(f"{label:>10}" for label in labels)
     print(f"us/query, median over rounds (CPU time, one core)\n{header}"
@@ -265,12 +204,12 @@ def report(us, roofs, names, labels, extra):
           "it: harness_overhead); in-process peers pay none")
     us = {**us, "roofline": {n: roofs[n][2] for n in names}}
     block = {"target": TARGET, **extra,
-             "champion_vs_faiss": ratio_text(us, "champion", "faiss", names),
-             "champion_vs_numpy": ratio_text(us, "champion", "numpy", names),
-             "champion_vs_roofline": ratio_text(us, "champion", "roofline", names),
-             "baseline_vs_faiss": ratio_text(us, "baseline", "faiss", names),
-             "baseline_vs_roofline": ratio_text(us, "baseline", "roofline", names),
-             "faiss_vs_roofline": ratio_text(us, "faiss", "roofline", names)}
+             "champion_vs_faiss": peers_common.ratio_text(us, "champion", "faiss", names),
+             "champion_vs_numpy": peers_common.ratio_text(us, "champion", "numpy", names),
+             "champion_vs_roofline": peers_common.ratio_text(us, "champion", "roofline", names),
+             "baseline_vs_faiss": peers_common.ratio_text(us, "baseline", "faiss", names),
+             "baseline_vs_roofline": peers_common.ratio_text(us, "baseline", "roofline", names),
+             "faiss_vs_roofline": peers_common.ratio_text(us, "faiss", "roofline", names)}
     from_faiss = (f"{block['champion_vs_faiss']}x from faiss" if "faiss" in us
                   else "faiss not run")
     print(f"headroom: champion is {from_faiss}, {block['champion_vs_roofline']}x from the "
@@ -317,7 +256,10 @@ def main(argv=None):
     contestants = []
     try:
         budget_end = time.monotonic() + common.TIME_BUDGET_SECS
-        contestants = start_contestants(kernels, workloads, cpus, budget_end)
+        warm = [(inputs.draw_queries(workloads[0], 1, QUERY_SEED)[0], inputs.SPEED_K)]
+        contestants = peers_common.start_contestants(kernels, workloads, cpus, budget_end, judge,
+                                                     warm)
+        peers_common.pin_contestants(contestants, cpus)
         impls += [{"label": c.label, "contestant": c} for c in contestants]
         rounds = QUICK_ROUNDS if args.quick else ROUNDS
         ns, problems = time_rounds(impls, workloads, rounds, cpus, (lambda w: QUICK_QUERIES)

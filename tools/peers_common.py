@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""TOOL: what every <target>/peers.py shares: the kernels as the judge picks and runs them.
+
+The baseline and champion come from results.tsv as the judge would pick them. Each runs in a
+contestant process (common.Contestant), compiled on a core of its own, then pinned to the
+benchmark core; its process CPU time is read from outside, as the judge reads it. An
+in-process peer runs on the same core, timed by its thread's CPU time; the CPU other threads of
+this process burn meanwhile is returned beside it, so a peer that works in threads of its own
+shows.
+"""
+import os
+import time
+from pathlib import Path
+
+import common
+
+
+def pick_kernels(results_path, harness, folder):
+    """([(label, source, sha)], note): baseline and champion of the target in `folder` as the
+    judge would pick them, or its kernels.py as both when results.tsv has no baseline under this
+    harness_sha."""
+    target = folder.name
+    rows = common.read_results(results_path)
+    champion = common.find_champion(rows, target, harness)
+    baseline = next((r for r in reversed(rows) if r["target"] == target
+                     and r["status"] == "baseline" and r["harness_sha"] == harness), None)
+    if champion is None or baseline is None:
+        source = (folder / "kernels.py").read_bytes()
+        why = ("no results.tsv yet" if not rows
+               else f"no baseline row under harness_sha {harness}")
+        return ([("champion", source, common.sha256_hex(source)[:common.SHA_DIGITS])],
+                f"{why}: {target}/kernels.py serves as both baseline and champion")
+    picked = []
+    for label, row in (("baseline", baseline), ("champion", champion)):
+        source = common.load_snapshot(results_path, target, row["kernel_sha"])
+        if source is None:
+            raise common.HarnessError(f"{label} snapshot {row['kernel_sha']} is missing or "
+                                      "altered", common.EXIT_USAGE)
+        picked.append((label, source, row["kernel_sha"]))
+    if baseline["kernel_sha"] == champion["kernel_sha"]:
+        return picked[1:], f"no keep yet: the champion is the baseline {baseline['kernel_sha']}"
+    return picked, (f"baseline {baseline['kernel_sha']} and champion {champion['kernel_sha']} "
+                    f"from {Path(results_path).name}")
+
+
+def start_contestants(kernels, workloads, cpus, budget_end, spec, warm_calls):
+    """One contestant per kernel, each on a core of its own, built for every workload (spec:
+    the target's run_experiment) and left compiling: its first call (warm_calls on
+    workloads[0]) is sent, not awaited. pin_contestants finishes it (within the contestant's
+    call deadline: the caller may work meanwhile)."""
+    folder = Path(spec.__file__).resolve().parent
+    contestants = []
+    for i, (label, source, _) in enumerate(kernels):
+        contestants.append(common.Contestant(label, source, spec.KERNEL_CLASS, folder,
+                                             budget_end, cpus[i % len(cpus)]))
+    for c in contestants:
+        c.receive(f"import of the {c.label} kernels.py")
+        for w in workloads:
+            c.request(f"__init__ of {w['name']}", "init", w["name"], spec.init_args(w))
+        c.send("call", workloads[0]["name"], spec.KERNEL_METHOD, warm_calls)  # in parallel
+    return contestants
+
+
+def pin_contestants(contestants, cpus):
+    """Await every contestant's first call, then pin all to the benchmark core (cpus[-1]), as
+    the judge does."""
+    for c in contestants:
+        c.receive(f"the {c.label} kernel's first call")
+        c.pin(cpus[-1])
+
+
+def time_batch(impl, name, method, calls, bench_cpu, judge_cpus):
+    """(answers, CPU ns, other threads' CPU ns) of one batch: a contestant's process CPU time
+    read from outside (its other threads are in it already: 0), or an in-process peer's thread
+    CPU time on the benchmark core, with what the rest of this process burned meanwhile."""
+    if "contestant" in impl:
+        outs, cpu, _ = impl["contestant"].request(f"{impl['label']} batch {name}", "call", name,
+                                                  method, calls)
+        return outs, cpu, 0
+    answer = getattr(impl["peers"][name], method)
+    os.sched_setaffinity(0, {bench_cpu})  # the core the contestants are timed on
+    process_start, start = time.process_time_ns(), time.thread_time_ns()
+    outs = [answer(*call) for call in calls]
+    cpu = time.thread_time_ns() - start
+    others = time.process_time_ns() - process_start - cpu  # read after: never negative
+    os.sched_setaffinity(0, judge_cpus)
+    return outs, cpu, others
+
+
+def ratio_text(us, top, bottom, names):
+    """Geomean over combos of top / bottom, or n/a when either was not run."""
+    if top not in us or bottom not in us:
+        return "n/a"
+    return f"{common.geomean([us[top][n] / us[bottom][n] for n in names]):.2f}"
