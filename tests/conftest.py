@@ -15,7 +15,9 @@ TRIAL_TIMEOUT_SECS = 120  # a hung judge fails its test instead of hanging the s
 # tree a timed batch is a tenth of the real one.
 SMALL_BATCHES = {"pq_l2/run_experiment.py": ("BATCH_LOOKUPS = 20_000_000",
                                              "BATCH_LOOKUPS = 2_000_000"),
-                 "bitpack/run_experiment.py": ("BATCH_VALUES = 1 << 21", "BATCH_VALUES = 1 << 19")}
+                 "bitpack/run_experiment.py": ("BATCH_VALUES = 1 << 21", "BATCH_VALUES = 1 << 19"),
+                 "fts_bm25/run_experiment.py": ("BATCH_POSTINGS = 250_000",
+                                                "BATCH_POSTINGS = 25_000")}
 
 # The judge's modules import as top-level names (common, inputs, reference), as it does.
 for path in (REPO, TARGET_DIR, REPO / "tools"):
@@ -48,7 +50,8 @@ def battery(fixtures):
 def test_tree(tmp_path_factory, fixtures):
     """A scratch copy of the repository, with its fixture cache and small timed batches,
     shared by the tests' trials: a trial never sees edits made to the real tree meanwhile."""
-    tree = trials.scratch_tree(tmp_path_factory.mktemp("tree") / "repo", fixtures_for=("pq_l2",))
+    tree = trials.scratch_tree(tmp_path_factory.mktemp("tree") / "repo",
+                               fixtures_for=("pq_l2", "fts_bm25"))
     for name, (real, small) in SMALL_BATCHES.items():
         text = (tree / name).read_text()
         assert real in text, f"{name} no longer says {real!r}"
