@@ -44,7 +44,7 @@ report: $(PY) ## best kernel, counts and the last 10 runs, per target (TARGET=<t
 plot: $(VENV)/.extras ## results.png: speedup per run, one panel per target (matplotlib)
 	@$(PY) tools/report.py plot $(REPORT_TARGET)
 
-peers: $(VENV)/.peers known-target ## kernels vs faiss, numpy and the roofline (faiss-cpu; ~15 s)
+peers: $(VENV)/.peers known-target ## kernels beside other libraries (pq_l2: faiss; fts_bm25: tantivy, bm25s)
 	@test -f "$(TARGET)/peers.py" || { echo "error: $(TARGET) has no peers.py"; exit 5; }
 	@$(PY) $(TARGET)/peers.py
 
