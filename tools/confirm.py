@@ -76,8 +76,7 @@ def finding(j):
     geo, lo, _ = j.geo
     if lo > 1 and geo >= 1 + common.MIN_GAIN:
         return f"turns into a loss (geomean {geo:.4f}, CI90 low {lo:.4f} > 1)"
-    verdict, reason = common.decide(False, *j.geo, j.combos)
-    return "holds" if verdict == "keep" else f"below the gate ({reason})"
+    return "holds" if j.verdict == "keep" else f"below the gate ({j.reason})"
 
 
 def time_scale(target, workloads, sources, rounds, cpus):
@@ -101,7 +100,8 @@ def time_scale(target, workloads, sources, rounds, cpus):
         for contestant in pair:
             contestant.close()
         os.sched_setaffinity(0, set(cpus))
-    return common.judge(samples, False, spec.UNIT, workloads)
+    return common.judge(samples, False, spec.UNIT, workloads,
+                        getattr(spec, "MIN_GAIN", common.MIN_GAIN))
 
 
 def chain_finding(chain, trial):
