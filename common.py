@@ -31,7 +31,6 @@ from ledger import (CHAMPION_STATUSES, EXIT_OK, EXIT_USAGE, REPO, RESULTS_PATH, 
                     note_machine, progress, read_results, revert, save_snapshot, sha256_hex)
 from seeds import mix_seeds
 
-CACHE_DIR = REPO / ".cache"  # fixture caches, verified by hash on every load
 TIME_BUDGET_SECS = 180 * DEADLINE_SCALE  # whole trial; honest kernels finish in ~10 s
 WARMUP_ROUNDS = 1  # untimed first round: compiles and warms caches
 

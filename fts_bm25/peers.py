@@ -18,7 +18,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"  # single-threaded peers: set before numpy or numba start a pool
 
-import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402
 import importlib.util  # noqa: E402
 import math  # noqa: E402
@@ -393,24 +392,14 @@ def report(us, names, peer_labels, kernel_labels, checks, cpu, extra):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two 5k combos, two rounds (tests)")
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), type=Path,
-                        help="results.tsv that names the baseline and champion")
-    args = parser.parse_args(argv)
-    started = time.monotonic()
-    harness = common.harness_sha(TARGET)  # once: the tree may change while we run
     try:
-        kernels, kernels_note = peers_common.pick_kernels(args.results, harness, HERE)
+        run = peers_common.start_run(argv, __doc__, HERE, inputs, QUICK_COMBOS)
     except common.HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
-    _, workloads, _ = inputs.load_fixtures()
-    if args.quick:
-        workloads = [w for w in workloads if w["name"] in QUICK_COMBOS]
+    args, workloads = run.args, run.workloads
     corpora = corpora_of(workloads)
     cpus = sorted(os.sched_getaffinity(0))
-    common.progress(f"kernels: {kernels_note}")
     peers, states = available_peers()
     contestants = []
     try:
@@ -418,8 +407,8 @@ def main(argv=None):
         first = workloads[0]
         warm = [(inputs.draw_queries(first["index"], first["kind"], 1, QUERY_SEED)[0],
                  inputs.SPEED_K)]
-        contestants = peers_common.start_contestants(kernels, workloads, cpus, budget_end, judge,
-                                                     warm)
+        contestants = peers_common.start_contestants(run.kernels, workloads, cpus, budget_end,
+                                                     judge, warm)
         # The smallest corpus (and bm25s's numba compile, ~8 s here) while the kernels compile:
         # well inside the contestants' deadline for a call (contestant.CALL_DEADLINE_SECS).
         built = [build_corpus(peers, *corpora[0])]
@@ -446,13 +435,9 @@ def main(argv=None):
         print(f"DISAGREE with the oracle: {'; '.join(problems)}", file=sys.stderr)
         return common.STATUS_EXIT["fail"]
     names = [w["name"] for w in workloads]
-    us = {label: {n: float(np.median(v[n])) / 1e3 for n in names} for label, v in ns.items()}
+    us = peers_common.kernel_times(ns, names)
     kernel_labels = [c.label for c in contestants]
-    if "baseline" not in us:
-        us["baseline"] = us["champion"]  # one kernel plays both (pick_kernels said why)
-    extra = {**states, "kernels": kernels_note,
-             "baseline_sha": next((k[2] for k in kernels if k[0] == "baseline"), kernels[0][2]),
-             "champion_sha": kernels[-1][2],
+    extra = {**states, **peers_common.kernel_rows(run),
              "verified": "every answer of the untimed first round: kernels and bm25s by the "
                          "exact oracle, tantivy by its own formula (one-byte lengths)",
              "rounds": rounds, "threads_after_timing": threads}
@@ -465,8 +450,8 @@ def main(argv=None):
             f"{corpus} {by_label['tantivy'][0].segments}" for (corpus, _), by_label
             in zip(corpora, built, strict=True))
     block = report(us, names, [label for label, _ in peers], kernel_labels, checks, cpu, extra)
-    block["total_seconds"] = f"{time.monotonic() - started:.1f}"
-    block["harness_sha"] = harness
+    block["total_seconds"] = f"{time.monotonic() - run.started:.1f}"
+    block["harness_sha"] = run.harness
     common.print_block(block)
     return common.EXIT_OK
 

@@ -15,7 +15,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # single-threaded peers: set before numpy or faiss start a pool
 
-import argparse  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -221,27 +220,17 @@ def report(us, roofs, names, labels, extra):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two combos, two rounds (tests)")
-    parser.add_argument("--results", default=str(common.RESULTS_PATH), type=Path,
-                        help="results.tsv that names the baseline and champion")
-    args = parser.parse_args(argv)
-    started = time.monotonic()
-    harness = common.harness_sha(TARGET)  # once: the tree may change while we run
     try:
-        kernels, kernels_note = pick_kernels(args.results, harness)
+        run = peers_common.start_run(argv, __doc__, HERE, inputs, QUICK_COMBOS)
     except common.HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
-    _, workloads, _ = inputs.load_fixtures()
-    if args.quick:
-        workloads = [w for w in workloads if w["name"] in QUICK_COMBOS]
+    args, workloads = run.args, run.workloads
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[-1]})
     bandwidth = measure_bandwidth_gbs()
     os.sched_setaffinity(0, set(cpus[:-1]) or {cpus[-1]})
     ghz, clock_source = clock_ghz()
-    common.progress(f"kernels: {kernels_note}")
     impls = []
     if faiss is None:
         common.progress(f"faiss: skipped, faiss-cpu is not installed: {INSTALL_HINT}")
@@ -257,8 +246,8 @@ def main(argv=None):
     try:
         budget_end = time.monotonic() + common.TIME_BUDGET_SECS
         warm = [(inputs.draw_queries(workloads[0], 1, QUERY_SEED)[0], inputs.SPEED_K)]
-        contestants = peers_common.start_contestants(kernels, workloads, cpus, budget_end, judge,
-                                                     warm)
+        contestants = peers_common.start_contestants(run.kernels, workloads, cpus, budget_end,
+                                                     judge, warm)
         peers_common.pin_contestants(contestants, cpus)
         impls += [{"label": c.label, "contestant": c} for c in contestants]
         rounds = QUICK_ROUNDS if args.quick else ROUNDS
@@ -275,24 +264,19 @@ def main(argv=None):
               file=sys.stderr)
         return common.STATUS_EXIT["fail"]
     names = [w["name"] for w in workloads]
-    us = {label: {n: float(np.median(v[n])) / 1e3 for n in names}
-          for label, v in ns.items()}
-    if "baseline" not in us:
-        us["baseline"] = us["champion"]  # one kernel plays both (pick_kernels said why)
+    us = peers_common.kernel_times(ns, names)
     labels = [label for label in ("faiss", "numpy", "baseline", "champion") if label in us]
     roofs = {w["name"]: roofline_us(len(w["codes"]), w["shape"].num_sub_vectors, bandwidth, ghz)
              for w in workloads}
-    extra = {"faiss": faiss_state, "kernels": kernels_note,
-             "baseline_sha": next((k[2] for k in kernels if k[0] == "baseline"), kernels[0][2]),
-             "champion_sha": kernels[-1][2],
+    extra = {"faiss": faiss_state, **peers_common.kernel_rows(run),
              "verified": "every answer of the untimed first round, by the oracle",
              "rounds": rounds,
              "memory_bandwidth_gbs": f"{bandwidth:.1f}",
              "assumed_loads_per_cycle": ASSUMED_LOADS_PER_CYCLE,
              "clock_ghz": f"{ghz:.3f} ({clock_source})"}
     block = report(us, roofs, names, labels, extra)
-    block["total_seconds"] = f"{time.monotonic() - started:.1f}"
-    block["harness_sha"] = harness
+    block["total_seconds"] = f"{time.monotonic() - run.started:.1f}"
+    block["harness_sha"] = run.harness
     common.print_block(block)
     return common.EXIT_OK
 

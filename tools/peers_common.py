@@ -8,11 +8,60 @@ in-process peer runs on the same core, timed by its thread's CPU time; the CPU o
 this process burn meanwhile is returned beside it, so a peer that works in threads of its own
 shows.
 """
+import argparse
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 import common
+
+
+class Run(NamedTuple):
+    args: argparse.Namespace  # --quick, --results
+    started: float  # time.monotonic() when the run began
+    harness: str  # harness_sha, read once: the tree may change while the peers run
+    kernels: list  # pick_kernels: [(label, source, sha)]
+    kernels_note: str  # where they came from
+    workloads: list  # the speed workloads; under --quick only quick_combos
+
+
+def start_run(argv, doc, folder, inputs, quick_combos):
+    """The command line, the kernels and the workloads of a <target>/peers.py run; raises
+    common.HarnessError where results.tsv cannot name them."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only {', '.join(quick_combos)}, few rounds (the tests)")
+    parser.add_argument("--results", default=str(common.RESULTS_PATH), type=Path,
+                        help="results.tsv that names the baseline and champion")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    harness = common.harness_sha(folder.name)
+    kernels, note = pick_kernels(args.results, harness, folder)
+    _, workloads, _ = inputs.load_fixtures()
+    if args.quick:
+        workloads = [w for w in workloads if w["name"] in quick_combos]
+    common.progress(f"kernels: {note}")
+    return Run(args, started, harness, kernels, note, workloads)
+
+
+def kernel_times(ns, names):
+    """label -> combo -> median microseconds a call; where one kernel played both (no keep
+    yet, pick_kernels says why) it stands for the baseline too."""
+    us = {label: {n: float(np.median(v[n])) / 1e3 for n in names} for label, v in ns.items()}
+    if "baseline" not in us:
+        us["baseline"] = us["champion"]
+    return us
+
+
+def kernel_rows(run):
+    """The block's lines on the kernels: where they came from and their shas."""
+    kernels = run.kernels
+    return {"kernels": run.kernels_note,
+            "baseline_sha": next((k[2] for k in kernels if k[0] == "baseline"), kernels[0][2]),
+            "champion_sha": kernels[-1][2]}
 
 
 def pick_kernels(results_path, harness, folder):
@@ -55,8 +104,8 @@ def start_contestants(kernels, workloads, cpus, budget_end, spec, warm_calls):
                                              budget_end, cpus[i % len(cpus)]))
     for c in contestants:
         c.receive(f"import of the {c.label} kernels.py")
-        for w in workloads:
-            c.request(f"__init__ of {w['name']}", "init", w["name"], spec.init_args(w))
+    common.init_workloads(contestants, workloads, spec)
+    for c in contestants:
         c.send("call", workloads[0]["name"], spec.KERNEL_METHOD, warm_calls)  # in parallel
     return contestants
 
