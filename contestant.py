@@ -54,16 +54,18 @@ def process_cpu_ns(pid):
 
 
 def wait_until_blocked(pid, limit_secs=0.05):
-    """Wait (briefly) until the process is asleep, e.g. back in its read of the next request."""
+    """Wait (briefly) until the process is asleep, e.g. back in its read of the next request:
+    False if it still runs (or waits to run) when the time is up."""
     end = time.monotonic() + limit_secs
     while time.monotonic() < end:
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 state = f.read().rsplit(b")", 1)[1].split()[0]
         except (OSError, IndexError):
-            return
+            return True
         if state != b"R":
-            return
+            return True
+    return False
 
 
 def peak_rss_mb(pid="self"):
@@ -171,7 +173,7 @@ class Contestant:
         try:
             (size,) = struct.unpack("<Q", read_exact(self.from_child, 8, deadline))
             wall = time.perf_counter_ns() - self.wall_start
-            wait_until_blocked(self.proc.pid)
+            asleep = wait_until_blocked(self.proc.pid)
             self.cpu_end = process_cpu_ns(self.proc.pid)
             cpu = self.cpu_end - self.cpu_start
             if size > MAX_MESSAGE_BYTES:
@@ -197,7 +199,9 @@ class Contestant:
                 error += f" (the memory cap is {CHILD_MEM_CAP_MB} MiB of address space)"
             raise TrialFault("crash", f"{self.label} kernel raised in {phase}: {error}")
         if cpu > wall * MULTICORE_SLACK + 2_000_000:
-            raise TrialFault("fail", f"{self.label} kernel used more than one core in {phase}: "
+            how = ("used more than one core" if asleep  # else a thread of its own ran on
+                   else "kept running after its reply (work escaping the timer)")
+            raise TrialFault("fail", f"{self.label} kernel {how} in {phase}: "
                                      f"{cpu / 1e6:.1f} ms CPU in {wall / 1e6:.1f} ms wall")
         return outs, cpu, wall
 
