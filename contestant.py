@@ -53,19 +53,30 @@ def process_cpu_ns(pid):
     return time.clock_gettime_ns(((~pid) << 3) | 2)  # CPUCLOCK_SCHED of the whole process
 
 
-def wait_until_blocked(pid, limit_secs=0.05):
-    """Wait (briefly) until the process is asleep, e.g. back in its read of the next request:
-    False if it still runs (or waits to run) when the time is up."""
-    end = time.monotonic() + limit_secs
-    while time.monotonic() < end:
+def _running_threads(pid):
+    """How many threads of `pid` run or wait to run (state R); 0 once it has exited."""
+    running = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        if state != b"R":
-            return True
-    return False
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                running += f.read().rsplit(b")", 1)[1].split()[0] == b"R"
+        except (OSError, IndexError):  # the thread exited meanwhile
+            pass
+    return running
+
+
+def wait_until_blocked(pid, limit_secs=0.05):
+    """Wait (briefly) until every thread of the process is asleep, e.g. its main thread back
+    in its read of the next request: False if one still runs when the time is up."""
+    end = time.monotonic() + limit_secs
+    while _running_threads(pid):
+        if time.monotonic() >= end:
+            return False
+    return True
 
 
 def peak_rss_mb(pid="self"):

@@ -558,6 +558,33 @@ def test_more_than_one_core_fails_where_seccomp_is_missing(monkeypatch):
         child.close()
 
 
+SPINNER_KERNEL = b"""
+import threading
+def spin():
+    while True:
+        pass
+class PqKernel:
+    def __init__(self, *args):
+        threading.Thread(target=spin, daemon=True).start()  # its main thread replies, sleeps
+"""
+
+
+def test_a_thread_still_running_after_the_reply_is_named_for_that():
+    """Its main thread sleeps in the read of the next request, another thread runs: the CPU
+    burned after the reply is work escaping the timer, not a second core (it has one)."""
+    child = contestant.Contestant("candidate", SPINNER_KERNEL, "PqKernel", REPO / "pq_l2",
+                                  time.monotonic() + 60, 0)
+    try:
+        child.receive("import")
+        with pytest.raises(ledger.TrialFault) as info:
+            child.request("__init__", "init", "h", ())
+        assert info.value.status == "fail" and str(info.value).startswith(
+            "candidate kernel kept running after its reply (work escaping the timer) in "
+            "__init__: ")
+    finally:
+        child.close()
+
+
 # ---------------------------------------------------------------- git states: one line each
 def test_git_note_names_each_state(tmp_path, monkeypatch):
     monkeypatch.setattr(ledger, "REPO", tmp_path)
