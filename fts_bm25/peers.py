@@ -19,7 +19,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ[_var] = "1"  # single-threaded peers: set before numpy or numba start a pool
 
 import importlib.metadata  # noqa: E402
-import importlib.util  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -60,34 +59,8 @@ KERNELS_COMPUTE = ("Lance's BM25, exact lengths, scored at query time (the basel
                    "block-max WAND)")  # what the baseline and champion compute
 
 
-def own_modules(names, keep):
-    """This folder's modules, loaded by path in order under the bare names they import each
-    other by (run_experiment imports inputs and reference). keep: they stay under those
-    names, as a script needs (the pickles sent to contestants name inputs.Bm25Index, and
-    pickle finds a class through sys.modules by its module's name). Otherwise each bare name
-    gets back what it held: the tests import this file beside pq_l2's modules of the same
-    names (tests/conftest.py), and the modules loaded here keep their own references."""
-    saved = {name: sys.modules.pop(name, None) for name in names}
-    loaded = []
-    try:
-        for name in names:
-            spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module  # what the next one's bare import finds
-            spec.loader.exec_module(module)
-            loaded.append(module)
-    finally:
-        if not keep:
-            for name, module in saved.items():
-                if module is None:
-                    sys.modules.pop(name, None)
-                else:
-                    sys.modules[name] = module
-    return loaded
-
-
-inputs, reference, judge = own_modules(("inputs", "reference", "run_experiment"),
-                                       keep=__name__ == "__main__")
+inputs, reference, judge = peers_common.own_modules(
+    HERE, ("inputs", "reference", "run_experiment"), keep=__name__ == "__main__")
 
 
 # ---------------------------------------------------------------- the corpus as text
@@ -254,41 +227,7 @@ def peer_impls(peers, corpora, built):
             for label, peer_class in peers]
 
 
-# ---------------------------------------------------------------- timing
-def time_rounds(impls, workloads, rounds, cpus, queries_per_batch):
-    """Round 0 checks every answer (verify, untimed); then `rounds` timed rounds, combos in
-    random order, implementations rotated each round. Returns (ns per query per round,
-    {label: [own CPU ns, other threads' CPU ns]} over the timed batches, checks)."""
-    bench_cpu, judge_cpus = cpus[-1], set(cpus[:-1]) or {cpus[-1]}
-    ns = {impl["label"]: {w["name"]: [] for w in workloads} for impl in impls}
-    cpu = {impl["label"]: [0, 0] for impl in impls}
-    formulas = {impl["label"]: impl["formula"] for impl in impls}
-    checks = []
-    order_rng = np.random.default_rng(ORDER_SEED)
-    for r in range(1 + rounds):
-        for index in order_rng.permutation(len(workloads)):
-            w = workloads[index]
-            queries = inputs.draw_queries(w["index"], w["kind"], queries_per_batch(w),
-                                          common.mix_seeds(QUERY_SEED, w["name"], r))
-            calls = [(q, inputs.SPEED_K) for q in queries]
-            shift = (r + int(index)) % len(impls)  # each implementation takes each slot
-            answers = {}
-            for impl in impls[shift:] + impls[:shift]:
-                label = impl["label"]
-                answers[label], own, others = peers_common.time_batch(
-                    impl, w["name"], judge.KERNEL_METHOD, calls, bench_cpu, judge_cpus)
-                if r > 0:
-                    ns[label][w["name"]].append(own / len(calls))
-                    cpu[label][0] += own
-                    cpu[label][1] += others
-            if r == 0:
-                checks += verify(answers, w, queries, formulas)
-        if any(c.problem for c in checks):
-            return ns, cpu, checks  # a wrong answer's speed means nothing
-        common.progress(f"round {r + 1}/{1 + rounds}" + (" (verification)" if r == 0 else ""))
-    return ns, cpu, checks
-
-
+# ---------------------------------------------------------------- checking
 class Check(NamedTuple):
     """One answer of one implementation, checked."""
     label: str
@@ -401,14 +340,22 @@ def main(argv=None):
     corpora = corpora_of(workloads)
     cpus = sorted(os.sched_getaffinity(0))
     peers, states = available_peers()
+    per_batch = (lambda w: QUICK_QUERIES) if args.quick else judge.queries_per_batch
+
+    def draw_calls(w, r):
+        seed = common.mix_seeds(QUERY_SEED, w["name"], r)
+        return [(q, inputs.SPEED_K)
+                for q in inputs.draw_queries(w["index"], w["kind"], per_batch(w), seed)]
+
+    def check(answers, w, calls):
+        checks = verify(answers, w, [q for q, _ in calls], formulas)
+        return checks, any(c.problem for c in checks)
+
     contestants = []
     try:
         budget_end = time.monotonic() + common.TIME_BUDGET_SECS
-        first = workloads[0]
-        warm = [(inputs.draw_queries(first["index"], first["kind"], 1, QUERY_SEED)[0],
-                 inputs.SPEED_K)]
         contestants = peers_common.start_contestants(run.kernels, workloads, cpus, budget_end,
-                                                     judge, warm)
+                                                     judge, draw_calls(workloads[0], 0)[:1])
         # The smallest corpus (and bm25s's numba compile, ~8 s here) while the kernels compile:
         # well inside the contestants' deadline for a call (contestant.CALL_DEADLINE_SECS).
         built = [build_corpus(peers, *corpora[0])]
@@ -416,10 +363,12 @@ def main(argv=None):
         built += [build_corpus(peers, *c) for c in corpora[1:]]
         impls = peer_impls(peers, corpora, built)
         impls += [{"label": c.label, "formula": "exact", "contestant": c} for c in contestants]
+        formulas = {impl["label"]: impl["formula"] for impl in impls}
         rounds = QUICK_ROUNDS if args.quick else ROUNDS
         os.sched_setaffinity(0, set(cpus[:-1]) or {cpus[-1]})  # off the benchmark core
-        ns, cpu, checks = time_rounds(impls, workloads, rounds, cpus, (lambda w: QUICK_QUERIES)
-                                      if args.quick else judge.queries_per_batch)
+        ns, cpu, checks = peers_common.time_rounds(impls, workloads, rounds, cpus,
+                                                   judge.KERNEL_METHOD, ORDER_SEED,
+                                                   draw_calls, check)
         threads = len(os.listdir("/proc/self/task"))  # this process's, the peers' included
     except common.HarnessError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -149,35 +149,7 @@ def pick_kernels(results_path, harness):
     return peers_common.pick_kernels(results_path, harness, HERE)
 
 
-# ---------------------------------------------------------------- timing
-def time_rounds(impls, workloads, rounds, cpus, queries_per_batch):
-    """Round 0 checks every answer against the oracle (untimed); then `rounds` timed rounds,
-    combos in random order, implementations rotated each round. Returns (ns, problems)."""
-    bench_cpu, judge_cpus = cpus[-1], set(cpus[:-1]) or {cpus[-1]}
-    ns = {impl["label"]: {w["name"]: [] for w in workloads} for impl in impls}
-    problems = []
-    order_rng = np.random.default_rng(ORDER_SEED)
-    for r in range(1 + rounds):
-        for index in order_rng.permutation(len(workloads)):
-            w = workloads[index]
-            queries = inputs.draw_queries(w, queries_per_batch(w),
-                                          common.mix_seeds(QUERY_SEED, w["name"], r))
-            calls = [(q, inputs.SPEED_K) for q in queries]
-            shift = (r + int(index)) % len(impls)  # each implementation takes each slot
-            answers = {}
-            for impl in impls[shift:] + impls[:shift]:
-                answers[impl["label"]], cpu, _ = peers_common.time_batch(
-                    impl, w["name"], judge.KERNEL_METHOD, calls, bench_cpu, judge_cpus)
-                if r > 0:
-                    ns[impl["label"]][w["name"]].append(cpu / len(calls))
-            if r == 0:
-                problems += verify(answers, w, queries)
-        if problems:
-            return ns, problems  # a wrong peer's speed means nothing
-        common.progress(f"round {r + 1}/{1 + rounds}" + (" (verification)" if r == 0 else ""))
-    return ns, problems
-
-
+# ---------------------------------------------------------------- checking
 def verify(answers, w, queries):
     """'label combo query j: reason' for every answer that fails the oracle's check."""
     problems = []
@@ -251,8 +223,19 @@ def main(argv=None):
         peers_common.pin_contestants(contestants, cpus)
         impls += [{"label": c.label, "contestant": c} for c in contestants]
         rounds = QUICK_ROUNDS if args.quick else ROUNDS
-        ns, problems = time_rounds(impls, workloads, rounds, cpus, (lambda w: QUICK_QUERIES)
-                                   if args.quick else judge.queries_per_batch)
+        per_batch = (lambda w: QUICK_QUERIES) if args.quick else judge.queries_per_batch
+
+        def draw_calls(w, r):
+            seed = common.mix_seeds(QUERY_SEED, w["name"], r)
+            return [(q, inputs.SPEED_K) for q in inputs.draw_queries(w, per_batch(w), seed)]
+
+        def check(answers, w, calls):
+            problems = verify(answers, w, [q for q, _ in calls])
+            return problems, bool(problems)
+
+        ns, _, problems = peers_common.time_rounds(impls, workloads, rounds, cpus,
+                                                   judge.KERNEL_METHOD, ORDER_SEED,
+                                                   draw_calls, check)
     except common.TrialFault as fault:
         print(f"error: {fault}", file=sys.stderr)
         return common.STATUS_EXIT[fault.status]

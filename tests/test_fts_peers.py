@@ -130,7 +130,7 @@ def test_loading_leaves_the_bare_names_as_they_were(monkeypatch):
     other = object()  # another target's module of that name
     monkeypatch.setitem(sys.modules, "inputs", other)
     monkeypatch.delitem(sys.modules, "reference", raising=False)
-    ours = peers.own_modules(("inputs", "reference"), keep=False)
+    ours = peers.peers_common.own_modules(TARGET_DIR, ("inputs", "reference"), keep=False)
     assert sys.modules["inputs"] is other and "reference" not in sys.modules
     assert [m.__file__ for m in ours] == [str(TARGET_DIR / "inputs.py"),
                                           str(TARGET_DIR / "reference.py")]

@@ -9,7 +9,9 @@ this process burn meanwhile is returned beside it, so a peer that works in threa
 shows.
 """
 import argparse
+import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -134,6 +136,68 @@ def time_batch(impl, name, method, calls, bench_cpu, judge_cpus):
     others = time.process_time_ns() - process_start - cpu  # read after: never negative
     os.sched_setaffinity(0, judge_cpus)
     return outs, cpu, others
+
+
+def time_rounds(impls, workloads, rounds, cpus, method, order_seed, draw_calls, verify):
+    """Round 0 checks every answer (untimed); then `rounds` timed rounds, combos in an order
+    drawn from order_seed, implementations rotated each round. draw_calls(w, r): the calls of
+    w's batch in round r; verify(answers, w, calls) -> (records, wrong): answers[label][j]
+    answers calls[j]. Returns (ns per call per round, {label: [own CPU ns, other threads' CPU
+    ns]} over the timed batches, round 0's records); it stops there when an answer was wrong
+    (a wrong answer's speed means nothing)."""
+    bench_cpu, judge_cpus = cpus[-1], set(cpus[:-1]) or {cpus[-1]}
+    ns = {impl["label"]: {w["name"]: [] for w in workloads} for impl in impls}
+    cpu = {impl["label"]: [0, 0] for impl in impls}
+    records, order_rng = [], np.random.default_rng(order_seed)
+    for r in range(1 + rounds):
+        wrong = False
+        for index in order_rng.permutation(len(workloads)):
+            w = workloads[index]
+            calls = draw_calls(w, r)
+            shift = (r + int(index)) % len(impls)  # each implementation takes each slot
+            answers = {}
+            for impl in impls[shift:] + impls[:shift]:
+                label = impl["label"]
+                answers[label], own, others = time_batch(impl, w["name"], method, calls,
+                                                         bench_cpu, judge_cpus)
+                if r > 0:
+                    ns[label][w["name"]].append(own / len(calls))
+                    cpu[label][0] += own
+                    cpu[label][1] += others
+            if r == 0:
+                found, bad = verify(answers, w, calls)
+                records += found
+                wrong = wrong or bad
+        if wrong:
+            return ns, cpu, records
+        common.progress(f"round {r + 1}/{1 + rounds}" + (" (verification)" if r == 0 else ""))
+    return ns, cpu, records
+
+
+def own_modules(folder, names, keep):
+    """A target folder's modules, loaded by path in order under the bare names they import
+    each other by (run_experiment imports inputs and reference). keep: they stay under those
+    names, as a script needs (pickles sent to contestants name e.g. inputs.Bm25Index, and
+    pickle finds a class through sys.modules by its module's name). Otherwise each bare name
+    gets back what it held: the tests import several targets' modules of the same names
+    (tests/conftest.py), and the modules loaded here keep their own references."""
+    saved = {name: sys.modules.pop(name, None) for name in names}
+    loaded = []
+    try:
+        for name in names:
+            spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # what the next one's bare import finds
+            spec.loader.exec_module(module)
+            loaded.append(module)
+    finally:
+        if not keep:
+            for name, module in saved.items():
+                if module is None:
+                    sys.modules.pop(name, None)
+                else:
+                    sys.modules[name] = module
+    return loaded
 
 
 def ratio_text(us, top, bottom, names):
