@@ -39,10 +39,10 @@ conformance: $(VENV)/.conformance known-target ## the oracle against real Lance 
 	@$(PY) $(TARGET)/conformance.py
 
 report: $(PY) ## best kernel, counts and the last 10 runs, per target (TARGET=<t>: one)
-	@$(PY) tools/report.py report $(REPORT_TARGET)
+	@$(PY) tools/report.py $(REPORT_TARGET)
 
 plot: $(VENV)/.extras ## results.png: speedup per run, one panel per target (matplotlib)
-	@$(PY) tools/report.py plot $(REPORT_TARGET)
+	@$(PY) tools/plot.py $(REPORT_TARGET)
 
 peers: $(VENV)/.peers known-target ## kernels beside other libraries (pq_l2: faiss; fts_bm25: tantivy, bm25s)
 	@test -f "$(TARGET)/peers.py" || { echo "error: $(TARGET) has no peers.py"; exit 5; }

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""tools/report.py: the text report and the plot, on a synthetic results.tsv."""
+"""tools/report.py and tools/plot.py: the text report and the plot, on a synthetic results.tsv."""
 import subprocess
 import sys
 
@@ -7,6 +7,7 @@ import pytest
 from conftest import REPO
 
 import ledger
+import plot
 import report
 
 HARNESS_OLD, HARNESS_NEW = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
@@ -41,8 +42,8 @@ def write_results(path, runs=RUNS, target="pq_l2"):
     return path
 
 
-def run(capsys, *argv):
-    code = report.main([str(a) for a in argv])
+def run(capsys, command, *argv):
+    code = (report if command == "report" else plot).main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -82,7 +83,7 @@ def test_confirm_rows_are_shown_apart_from_trials(tmp_path, capsys):
     assert "keep rate: 50% (3 of 6 trials)" in out  # the confirm is no trial
     assert f"confirmed directly =1.22x against {rows[2]['kernel_sha']}" in out
     assert "chain holds" in out
-    assert report.plotted_speedup(ledger.read_results(results), 8) == pytest.approx(1 / 0.82)
+    assert plot.plotted_speedup(ledger.read_results(results), 8) == pytest.approx(1 / 0.82)
 
 
 def test_report_no_champion_yet_under_a_new_harness(tmp_path, capsys):
@@ -121,7 +122,7 @@ def test_unknown_target_and_bad_usage(tmp_path, capsys):
     results = write_results(tmp_path / "results.tsv", RUNS[:2])
     code, _, err = run(capsys, "report", "--results", results, "--target", "no-such-target")
     assert code == ledger.EXIT_USAGE and err.startswith("error: unknown target")
-    assert report.main([]) == ledger.EXIT_USAGE
+    assert report.main(["--no-such-option"]) == ledger.EXIT_USAGE
 
 
 def test_plot_writes_a_png(tmp_path, capsys):
@@ -146,12 +147,12 @@ def test_plot_without_results_writes_nothing(tmp_path, capsys):
 def test_plot_without_matplotlib_is_one_line(tmp_path):
     results = write_results(tmp_path / "results.tsv", RUNS[:2])
     hide = ("import runpy, sys; sys.modules['matplotlib'] = None; "  # import now fails
-            f"sys.argv = ['tools/report.py', 'plot', '--results', {str(results)!r}, "
-            f"'--out', {str(tmp_path / 'x.png')!r}]; runpy.run_path('tools/report.py', "
+            f"sys.argv = ['tools/plot.py', '--results', {str(results)!r}, "
+            f"'--out', {str(tmp_path / 'x.png')!r}]; runpy.run_path('tools/plot.py', "
             "run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", hide], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == ledger.EXIT_USAGE
-    assert done.stderr.splitlines() == [report.NO_MATPLOTLIB]
-    assert "pip install -r tools/requirements-extras.txt" in report.NO_MATPLOTLIB
+    assert done.stderr.splitlines() == [plot.NO_MATPLOTLIB]
+    assert "pip install -r tools/requirements-extras.txt" in plot.NO_MATPLOTLIB
     assert done.stdout == "" and not (tmp_path / "x.png").exists()
