@@ -12,7 +12,6 @@ snapshots, the harness hash and git are the ledger (ledger.py).
 """
 import argparse
 import importlib.util
-import io
 import math
 import os
 import sys
@@ -130,11 +129,9 @@ class Samples(NamedTuple):
 def time_batch(order, name, method, calls, phase):
     """Both kernels answer the same calls, one after the other on the benchmark core.
     Returns (CPU ns by label, outputs by label)."""
-    cpu, outs = {}, {}
-    for runner in order:
-        outs[runner.label], cpu[runner.label], _ = runner.request(phase, "call", name, method,
-                                                                  calls)
-    return cpu, outs
+    done = {runner.label: runner.request(phase, "call", name, method, calls) for runner in order}
+    return ({label: cpu for label, (_, cpu, _) in done.items()},
+            {label: outs for label, (outs, _, _) in done.items()})
 
 
 class Batch(NamedTuple):
@@ -360,12 +357,8 @@ def result_block(target, harness, machine, kernel_sha, champion, outcome, second
 
 
 def print_block(fields):
-    """The result block: `---`, then one `key: value` per line."""
-    out = io.StringIO()
-    out.write("---\n")
-    for key, value in fields.items():  # one line each, whatever a kernel's message holds
-        out.write(f"{key}: {clean_field(value)}\n")
-    sys.stdout.write(out.getvalue())
+    """The result block: `---`, then one `key: value` per line, whatever a message holds."""
+    sys.stdout.write("---\n" + "".join(f"{k}: {clean_field(v)}\n" for k, v in fields.items()))
     sys.stdout.flush()
 
 
@@ -460,10 +453,9 @@ class UsageParser(argparse.ArgumentParser):
 
 
 def at_least_two(text):
-    value = int(text)
-    if value < 2:
+    if int(text) < 2:
         raise argparse.ArgumentTypeError("needs at least 2 rounds for a confidence interval")
-    return value
+    return int(text)
 
 
 def parse_trial_args(description, kernel_path, rounds):

@@ -17,6 +17,13 @@ REPO = Path(__file__).resolve().parent.parent
 # Never copied into a scratch tree: logs, caches, the row key, the virtualenv (linked instead).
 SCRATCH_IGNORE = (".git", ".venv", ".cache", ".snapshots", "results.tsv", "results.png",
                   ".results.key", "__pycache__", ".pytest_cache", ".ruff_cache", "lessons.md")
+# What a scratch tree builds before its first trial: the fixture cache, and pq_l2's oracle
+# compile (numba, cached beside reference.py: 3-4 s of the first trial's budget otherwise,
+# under the tests' shortened deadlines).
+WARM_UP = {None: "import inputs; inputs.load_fixtures()",
+           "pq_l2": "import inputs, reference; _, w, _ = inputs.load_fixtures(); "
+                    "reference.smallest(reference.exact_distances(w[0]['codebook'], "
+                    "w[0]['codes'], inputs.draw_queries(w[0], 1, 0)[0]), 10)"}
 TRIAL_TIMEOUT_SECS = 900  # a judge still running after this is itself a failure
 
 
@@ -58,7 +65,7 @@ def scratch_tree(dest, fixtures_for=(), caches=("fixtures-",)):
             (dest / path.relative_to(REPO).parent).mkdir(parents=True, exist_ok=True)
             shutil.copy(path, dest / path.relative_to(REPO))
     for target in fixtures_for:
-        subprocess.run([sys.executable, "-c", "import inputs; inputs.load_fixtures()"],
+        subprocess.run([sys.executable, "-c", WARM_UP.get(target, WARM_UP[None])],
                        cwd=dest / target, check=True, capture_output=True)
     return dest
 
