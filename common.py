@@ -126,10 +126,11 @@ class Samples(NamedTuple):
     champion_ns: list  # the same for the kernel it is measured against
 
 
-def time_batch(order, name, method, calls, phase):
-    """Both kernels answer the same calls, one after the other on the benchmark core.
-    Returns (CPU ns by label, outputs by label)."""
-    done = {runner.label: runner.request(phase, "call", name, method, calls) for runner in order}
+def time_batch(order, name, method, calls, phase, copy):
+    """Both kernels answer the same calls, one after the other on the benchmark core, each
+    with its code copy `copy`. Returns (CPU ns by label, outputs by label)."""
+    done = {runner.label: runner.request(phase, "call", name, method, calls, copy)
+            for runner in order}
     return ({label: cpu for label, (_, cpu, _) in done.items()},
             {label: outs for label, (outs, _, _) in done.items()})
 
@@ -178,6 +179,12 @@ def settle(check):
         raise TrialFault("fail", problem)
 
 
+def copy_code(contestants, rounds):
+    """Every contestant executes kernels.py once more per round, numba functions loaded from
+    what it compiled so far (HARNESS.md section 2, "Code copies"); no-op once done."""
+    in_step(contestants, "the code copies", "copies", WARMUP_ROUNDS + rounds)
+
+
 def init_workloads(contestants, workloads, spec):
     """Every contestant builds a kernel for every speed workload, in step."""
     for w in workloads:
@@ -193,8 +200,10 @@ def time_side_by_side(pair, workloads, rounds, spec, rng):
     with ThreadPoolExecutor(1, thread_name_prefix="checker") as checker:
         pending = None  # the previous round's check, running beside this round's timing
         for batches in rounds_of(pair, workloads, rounds, spec, rng):
+            if batches[0].round == WARMUP_ROUNDS:  # the warm-up compiled what is timed
+                copy_code(pair, rounds)
             timed = [time_batch(b.order, b.workload["name"], spec.KERNEL_METHOD, b.calls,
-                                f"timed batch {b.workload['name']} round {b.round}")
+                                f"timed batch {b.workload['name']} round {b.round}", b.round)
                      for b in batches]
             settle(pending)
             pending = checker.submit(check_round, spec, batches, timed)
@@ -398,7 +407,8 @@ def race(target, harness, candidate_source, champion, args, cpus):
         if champion is None:
             check_untouched(target, harness, cache_intact())
             return Outcome("checked", correctness, "", None, None)
-        init_workloads(contestants, workloads, spec)  # still each on its own core
+        copy_code(contestants, args.rounds)  # still each on its own core
+        init_workloads(contestants, workloads, spec)
         contestants[1].pin(bench_cpu)
         if len(cpus) > 1:
             os.sched_setaffinity(0, set(cpus[:-1]))  # the judge stays off the benchmark core

@@ -5,10 +5,11 @@ Map:
   Contestant               the judge's side: start the process, send a request, time it from
                            outside, read the reply back as plain arrays
   process_cpu_ns, ...      a process's CPU time and memory, read from outside
-  child_main               the kernel's side (`python contestant.py FD...`): load, init, call,
-                           verify; it never judges and never writes results
+  child_main               the kernel's side (`python contestant.py FD...`): load, copies,
+                           init, call, verify; it never judges and never writes results
 The wire it speaks is wire.py; the child's sandbox is sandbox.py.
 """
+import gc
 import hashlib
 import importlib.util
 import mmap
@@ -37,6 +38,8 @@ CALL_DEADLINE_SECS = 30 * DEADLINE_SCALE  # one request: a battery case (with th
 #                                           compile of a first call) or a timed batch
 CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-space cap
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
+COPIES_SECS = 2.0 * DEADLINE_SCALE  # building code copies stops here (an uncacheable kernel
+#                                     compiles each copy afresh, ~seconds)
 IDLE_CPU_LIMIT_NS = 200_000  # CPU a contestant may burn between two of its requests, asleep
 #                             (honest ones burn none: its clock stands still while it blocks)
 # glibc malloc in contestants keeps freed multi-MiB buffers mapped: otherwise every call
@@ -145,10 +148,10 @@ class Contestant:
         call's are read in place, an __init__'s copied once (they outlive the request)."""
         buffers = []
         self.expected_outputs = len(args[2]) if op == "call" else 0
-        if op == "call":
+        if op == "call":  # handle, method, calls[, code copy]
             calls = args[2]
             slots = any(type(a) is tuple and a[:1] == (OUTPUT_SLOT,) for c in calls for a in c)
-            args = (*args[:2], len(calls), columns_of(calls), slots)
+            args = (*args[:2], len(calls), columns_of(calls), slots, *(args[3:] or (0,)))
         message = pickle.dumps((op, *args), protocol=5, buffer_callback=buffers.append
                                if op in ("call", "init") else None)
         layout, pos = [], 0
@@ -308,6 +311,47 @@ def _check_inputs(seen, handle):
                          "read-only")
 
 
+def _exec_kernel(source, path):
+    """kernels.py as a new module: (module, its numba functions by name and line), wherever
+    it keeps them, each caching into the private NUMBA_CACHE_DIR."""
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location("kernels",
+                                                                                    path))
+    exec(compile(source, path, "exec"), module.__dict__)  # the bytes the judge sent
+    if "numba" not in sys.modules:
+        return module, {}
+    from numba.core.registry import CPUDispatcher
+    functions = {(f.py_func.__qualname__, f.py_func.__code__.co_firstlineno): f
+                 for f in gc.get_objects()
+                 if type(f) is CPUDispatcher and f.py_func.__globals__ is module.__dict__}
+    for function in functions.values():
+        function.enable_caching()
+    return module, functions
+
+
+def _code_copies(state, count):
+    """Execute kernels.py again until there are `count` copies (or COPIES_SECS pass), each
+    numba function compiled for what copy 0 compiled so far: from the cache, milliseconds."""
+    source, path, _ = state["source"]
+    compiled = state["functions"]
+    started = time.monotonic()
+    while len(state["copies"]) < count and time.monotonic() - started < COPIES_SECS:
+        module, functions = _exec_kernel(source, path)
+        for key, function in functions.items():
+            for signature in compiled[key].signatures if key in compiled else ():
+                function.compile(signature)
+        state["copies"].append(module)
+
+
+def _in_copy(instance, module, class_name):
+    """The instance with the methods of another code copy: the same state (one __dict__)."""
+    try:
+        clone = object.__new__(getattr(module, class_name))
+        clone.__dict__ = instance.__dict__
+    except (AttributeError, TypeError):  # no __dict__ to share (slots, a builtin base)
+        return instance
+    return clone
+
+
 def _answer(frame, state, replies, replies_address, requests):
     """One request, answered into the reply memory: the reply's size. What it allocates is
     freed when it returns, before the reply is sent: freed after, it would be CPU between
@@ -322,23 +366,27 @@ def _answer(frame, state, replies, replies_address, requests):
         if op == "load":
             source, path, class_name = args
             Path(path).write_bytes(source)
-            spec = importlib.util.spec_from_file_location("kernels", path)
-            module = importlib.util.module_from_spec(spec)
+            module, functions = _exec_kernel(source, path)
             sys.modules["kernels"] = module
-            exec(compile(source, path, "exec"), module.__dict__)  # the bytes the judge sent
+            state.update(source=args, copies=[module], functions=functions)
             state["kernel_class"] = getattr(module, class_name, None)
             if not callable(state["kernel_class"]):
                 raise AttributeError(f"kernels.py defines no class {class_name}")
+        elif op == "copies":
+            _code_copies(state, *args)
         elif op == "init":
             handle, ctor_args = args
             _check_inputs(inputs_seen.pop(handle, None), handle)  # before it is replaced
             inputs_seen[handle] = (ctor_args, _arrays_digest(ctor_args))
             for arr in _arrays_in(ctor_args):
                 arr.setflags(write=False)  # inputs are read-only by contract
-            instances[handle] = state["kernel_class"](*ctor_args)
+            instances[handle] = {0: state["kernel_class"](*ctor_args)}
         elif op == "call":
-            handle, method, count, columns, slots = args
-            bound = getattr(instances[handle], method)
+            handle, method, count, columns, slots, copy = args
+            copies, copy = instances[handle], copy % len(state["copies"])
+            if copy not in copies:  # microseconds, once per copy
+                copies[copy] = _in_copy(copies[0], state["copies"][copy], state["source"][2])
+            bound = getattr(copies[copy], method)
             cursor = [REPLY_HEADER_BYTES]
             calls = zip(*columns, strict=True) if columns else [()] * count
             if slots:
@@ -361,7 +409,7 @@ def child_main(fd_in, fd_out, fd_replies, fd_requests):
     """The kernel's process: load source, build instances, answer calls with raw arrays
     written into the shared reply memory; the pipe carries the reply's size. Call arguments
     are read-only views of the shared request memory."""
-    state = {"kernel_class": None, "instances": {}, "inputs_seen": {}}
+    state = {"kernel_class": None, "copies": [], "instances": {}, "inputs_seen": {}}
     replies = mmap.mmap(fd_replies, MAX_MESSAGE_BYTES)
     replies_address = np.frombuffer(replies, np.uint8).ctypes.data
     requests = memoryview(mmap.mmap(fd_requests, MAX_MESSAGE_BYTES, prot=mmap.PROT_READ))

@@ -670,3 +670,39 @@ def test_old_results_read_then_migrate_on_the_next_append(tmp_path, capsys):
     assert [r["description"] for r in ledger.read_results(path)] == [
         "an old keep", "an old discard", "a new row"]  # re-signed; the forged row still fails
     assert "rewritten with the current columns" in capsys.readouterr().err
+
+
+COPIES_KERNEL = b"""
+import numpy as np
+from numba import njit
+@njit(cache=False)
+def twice(x):
+    return 2 * x
+class PqKernel:
+    def __init__(self, value):
+        self.value = value
+    def run(self):
+        compiled = len(twice.signatures)  # before this call: 1 if built ahead of it
+        return (np.array([id(globals()), compiled, twice(self.value)]),)
+"""
+
+
+def test_each_round_calls_its_own_code_copy_compiled_ahead_and_sharing_the_state():
+    """After `copies`, call copy r runs kernels.py's r-th execution (its own globals), whose
+    numba functions are already compiled (from copy 0's cache, not inside the timed call),
+    on the instance's one state; copy numbers wrap around."""
+    child = contestant.Contestant("candidate", COPIES_KERNEL, "PqKernel", REPO / "pq_l2",
+                                  time.monotonic() + 120, 0)
+    try:
+        child.receive("import")
+        child.request("__init__", "init", "h", (np.int64(21),))
+        [(first,)], _, _ = child.request("a call", "call", "h", "run", [()], 0)
+        child.request("copies", "copies", 3)
+        outs = [child.request("a call", "call", "h", "run", [()], copy)[0][0][0]
+                for copy in (0, 1, 2, 3)]
+    finally:
+        child.close()
+    assert first[1:].tolist() == [0, 42]  # copy 0 compiled in its first call
+    modules = [int(out[0]) for out in outs]
+    assert len(set(modules[:3])) == 3 and modules[3] == modules[0] == int(first[0])
+    assert [out[1:].tolist() for out in outs] == [[1, 42]] * 4
