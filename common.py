@@ -179,8 +179,9 @@ def settle(check):
 
 
 def copy_code(contestants, rounds):
-    """Every contestant executes kernels.py once more per round, numba functions loaded from
-    what it compiled so far (HARNESS.md section 2, "Code copies"); no-op once done."""
+    """Every contestant executes kernels.py once more per round, each copy's numba functions
+    loaded for what copy 0 has compiled so far (HARNESS.md section 2, "Code copies"); again,
+    it only tops up what copy 0 compiled since."""
     in_step(contestants, "the code copies", "copies", WARMUP_ROUNDS + rounds)
 
 
@@ -199,7 +200,7 @@ def time_side_by_side(pair, workloads, rounds, spec, rng):
     with ThreadPoolExecutor(1, thread_name_prefix="checker") as checker:
         pending = None  # the previous round's check, running beside this round's timing
         for batches in rounds_of(pair, workloads, rounds, spec, rng):
-            if batches[0].round == WARMUP_ROUNDS:  # the warm-up compiled what is timed
+            if batches[0].round == WARMUP_ROUNDS:  # what the warm-up compiled, in every copy
                 copy_code(pair, rounds)
             timed = [time_batch(b.order, b.workload["name"], spec.KERNEL_METHOD, b.calls,
                                 f"timed batch {b.workload['name']} round {b.round}", b.round)

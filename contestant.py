@@ -329,17 +329,18 @@ def _exec_kernel(source, path):
 
 
 def _code_copies(state, count):
-    """Execute kernels.py again until there are `count` copies (or COPIES_SECS pass), each
-    numba function compiled for what copy 0 compiled so far: from the cache, milliseconds."""
+    """Execute kernels.py again until there are `count` copies (or COPIES_SECS pass), then
+    compile every copy's numba functions for what copy 0 has compiled so far (the warm-up
+    may have added some): from the cache, milliseconds; a no-op for what a copy has."""
     source, path, _ = state["source"]
-    compiled = state["functions"]
     started = time.monotonic()
     while len(state["copies"]) < count and time.monotonic() - started < COPIES_SECS:
-        module, functions = _exec_kernel(source, path)
+        state["copies"].append(_exec_kernel(source, path))
+    _, compiled = state["copies"][0]
+    for _, functions in state["copies"][1:]:
         for key, function in functions.items():
             for signature in compiled[key].signatures if key in compiled else ():
                 function.compile(signature)
-        state["copies"].append(module)
 
 
 def _in_copy(instance, module, class_name):
@@ -368,7 +369,7 @@ def _answer(frame, state, replies, replies_address, requests):
             Path(path).write_bytes(source)
             module, functions = _exec_kernel(source, path)
             sys.modules["kernels"] = module
-            state.update(source=args, copies=[module], functions=functions)
+            state.update(source=args, copies=[(module, functions)])
             state["kernel_class"] = getattr(module, class_name, None)
             if not callable(state["kernel_class"]):
                 raise AttributeError(f"kernels.py defines no class {class_name}")
@@ -385,7 +386,7 @@ def _answer(frame, state, replies, replies_address, requests):
             handle, method, count, columns, slots, copy = args
             copies, copy = instances[handle], copy % len(state["copies"])
             if copy not in copies:  # microseconds, once per copy
-                copies[copy] = _in_copy(copies[0], state["copies"][copy], state["source"][2])
+                copies[copy] = _in_copy(copies[0], state["copies"][copy][0], state["source"][2])
             bound = getattr(copies[copy], method)
             cursor = [REPLY_HEADER_BYTES]
             calls = zip(*columns, strict=True) if columns else [()] * count

@@ -675,15 +675,18 @@ class PqKernel:
     def __init__(self, value):
         self.value = value
     def run(self):
-        compiled = len(twice.signatures)  # before this call: 1 if built ahead of it
+        compiled = len(twice.signatures)  # before this call: what was built ahead of it
         return (np.array([id(globals()), compiled, twice(self.value)]),)
+    def run_float(self):
+        return (np.array([twice(float(self.value))]),)
 """
 
 
 def test_each_round_calls_its_own_code_copy_compiled_ahead_and_sharing_the_state():
     """After `copies`, call copy r runs kernels.py's r-th execution (its own globals), whose
     numba functions are already compiled (from copy 0's cache, not inside the timed call),
-    on the instance's one state; copy numbers wrap around."""
+    on the instance's one state; copy numbers wrap around. `copies` again tops every copy
+    up with what copy 0 compiled since (a warm-up's new argument types)."""
     child = contestant.Contestant("candidate", COPIES_KERNEL, "PqKernel", REPO / "pq_l2",
                                   time.monotonic() + 120, 0)
     try:
@@ -693,9 +696,13 @@ def test_each_round_calls_its_own_code_copy_compiled_ahead_and_sharing_the_state
         child.request("copies", "copies", 3)
         outs = [child.request("a call", "call", "h", "run", [()], copy)[0][0][0]
                 for copy in (0, 1, 2, 3)]
+        child.request("a float call", "call", "h", "run_float", [()], 0)
+        child.request("copies", "copies", 3)
+        [(topped,)], _, _ = child.request("a call", "call", "h", "run", [()], 2)
     finally:
         child.close()
     assert first[1:].tolist() == [0, 42]  # copy 0 compiled in its first call
     modules = [int(out[0]) for out in outs]
     assert len(set(modules[:3])) == 3 and modules[3] == modules[0] == int(first[0])
     assert [out[1:].tolist() for out in outs] == [[1, 42]] * 4
+    assert topped[1:].tolist() == [2, 42]
