@@ -341,6 +341,8 @@ def _code_copies(state, count):
         for key, function in functions.items():
             for signature in compiled[key].signatures if key in compiled else ():
                 function.compile(signature)
+    gc.collect()  # now, not at an allocation after the reply (CPU between requests: a fail)
+    gc.freeze()  # and no later collection, in a timed call, scans the copies' objects
 
 
 def _in_copy(instance, module, class_name):

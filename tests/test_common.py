@@ -666,6 +666,7 @@ def test_old_results_read_then_migrate_on_the_next_append(tmp_path, capsys):
 
 
 COPIES_KERNEL = b"""
+import gc
 import numpy as np
 from numba import njit
 @njit(cache=False)
@@ -676,7 +677,7 @@ class PqKernel:
         self.value = value
     def run(self):
         compiled = len(twice.signatures)  # before this call: what was built ahead of it
-        return (np.array([id(globals()), compiled, twice(self.value)]),)
+        return (np.array([id(globals()), compiled, twice(self.value), gc.get_freeze_count() > 0]),)
     def run_float(self):
         return (np.array([twice(float(self.value))]),)
 """
@@ -701,8 +702,8 @@ def test_each_round_calls_its_own_code_copy_compiled_ahead_and_sharing_the_state
         [(topped,)], _, _ = child.request("a call", "call", "h", "run", [()], 2)
     finally:
         child.close()
-    assert first[1:].tolist() == [0, 42]  # copy 0 compiled in its first call
+    assert first[1:].tolist() == [0, 42, 0]  # copy 0 compiled in its first call
     modules = [int(out[0]) for out in outs]
     assert len(set(modules[:3])) == 3 and modules[3] == modules[0] == int(first[0])
-    assert [out[1:].tolist() for out in outs] == [[1, 42]] * 4
-    assert topped[1:].tolist() == [2, 42]
+    assert [out[1:].tolist() for out in outs] == [[1, 42, 1]] * 4  # objects so far frozen
+    assert topped[1:].tolist() == [2, 42, 1]
