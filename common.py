@@ -35,7 +35,8 @@ WARMUP_ROUNDS = 1  # untimed first round: compiles and warms caches
 
 # The gate (HARNESS.md section 4) and its statistics (section 3).
 TRIM = 0.2  # fraction of rounds trimmed at each end of a combo's log ratios
-MIN_GAIN = 0.01  # effect-size floor: keep needs geomean ratio <= 1 - MIN_GAIN
+MIN_GAIN = 0.01  # effect-size floor: keep needs geomean ratio <= 1 - MIN_GAIN (a target may
+#                  set its own, for noise between process pairs that rounds do not show)
 WORST_REGRESSION = 0.05  # a combo significantly slower by this much blocks a keep
 CI_Z = 1.6449  # two-sided 90 % normal quantile; small samples get the t correction below
 T90_TABLE = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796,
@@ -257,7 +258,7 @@ def combined_geomean(summaries):
     return ratio_with_ci(float(np.mean(means)), stderr, sum(s[2] for s in summaries))
 
 
-def decide(is_baseline, geo, geo_lo, geo_hi, combos):
+def decide(is_baseline, geo, geo_lo, geo_hi, combos, min_gain=MIN_GAIN):
     """The gate (HARNESS.md). combos: name -> (ratio, lo, hi). Returns (verdict, reason)."""
     if is_baseline:
         return "baseline", "first run on this harness: the champion is recorded"
@@ -268,8 +269,8 @@ def decide(is_baseline, geo, geo_lo, geo_hi, combos):
         return "discard", f"worst-case guard: {', '.join(regressed)} slower by >= 5 %"
     if geo_hi >= 1:
         return "discard", f"no significant gain: geomean CI90 upper {geo_hi:.4f} >= 1"
-    if geo > 1 - MIN_GAIN:
-        return "discard", f"gain below the {MIN_GAIN:.0%} floor: geomean {geo:.4f}"
+    if geo > 1 - min_gain:
+        return "discard", f"gain below the {min_gain:.0%} floor: geomean {geo:.4f}"
     return "keep", f"faster: geomean {geo:.4f}, CI90 [{geo_lo:.4f}, {geo_hi:.4f}]"
 
 
@@ -284,10 +285,10 @@ class Judgement(NamedTuple):
     geomean_us: float  # the same per call, in microseconds (results.tsv's geomean_us)
 
 
-def judge(samples, is_baseline, unit, workloads):
+def judge(samples, is_baseline, unit, workloads, min_gain=MIN_GAIN):
     """Per-combo ratios and CIs, the geomean, the verdict. unit = (name, units per call, ns
     per unit) of the reported time, e.g. ("us_per_query", 1, 1e3); units per call may name a
-    workload key instead (bitpack: "values", the page size)."""
+    workload key instead (bitpack: "values", the page size). min_gain: the target's floor."""
     _, units, ns_per_unit = unit
     per_call = {w["name"]: w[units] if isinstance(units, str) else units for w in workloads}
     summaries = {name: log_ratio_summary(s.log_ratios) for name, s in samples.items()}
@@ -297,7 +298,7 @@ def judge(samples, is_baseline, unit, workloads):
     per_unit = {name: tuple(ns / per_call[name] / ns_per_unit for ns in pair)
                 for name, pair in per_call_ns.items()}
     geo = combined_geomean(list(summaries.values()))
-    verdict, reason = decide(is_baseline, *geo, combos)
+    verdict, reason = decide(is_baseline, *geo, combos, min_gain)
     worst = max(combos, key=lambda name: combos[name][0])
     return Judgement(verdict, reason, geo, combos, worst, per_unit,
                      geomean([pair[0] for pair in per_unit.values()]),
@@ -426,7 +427,8 @@ def race(target, harness, candidate_source, champion, args, cpus):
     finally:
         for contestant in contestants:
             contestant.close()
-    judgement = judge(samples, champion.is_baseline, spec.UNIT, workloads)
+    judgement = judge(samples, champion.is_baseline, spec.UNIT, workloads,
+                      getattr(spec, "MIN_GAIN", MIN_GAIN))
     return Outcome(judgement.verdict, correctness, "", judgement, peak)
 
 

@@ -211,6 +211,13 @@ def test_decide_discard_under_gain_floor():
     assert verdict == "discard" and "floor" in reason
 
 
+def test_a_targets_own_floor_replaces_the_default():
+    combos = {"a": (0.98, 0.97, 0.99)}
+    assert common.decide(False, 0.98, 0.97, 0.99, combos)[0] == "keep"
+    verdict, reason = common.decide(False, 0.98, 0.97, 0.99, combos, min_gain=0.03)
+    assert verdict == "discard" and "3% floor" in reason
+
+
 def test_decide_worst_case_guard():
     slow = 1 + common.WORST_REGRESSION
     combos = {"fast": (0.7, 0.65, 0.75), "slow": (slow, 1.01, 1.1)}

@@ -100,7 +100,8 @@ def time_scale(target, workloads, sources, rounds, cpus):
         for contestant in pair:
             contestant.close()
         os.sched_setaffinity(0, set(cpus))
-    return common.judge(samples, False, spec.UNIT, workloads)
+    return common.judge(samples, False, spec.UNIT, workloads,
+                        getattr(spec, "MIN_GAIN", common.MIN_GAIN))
 
 
 def chain_finding(chain, trial):
