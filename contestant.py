@@ -40,6 +40,8 @@ CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
 COPIES_SECS = 2.0 * DEADLINE_SCALE  # building code copies stops here (an uncacheable kernel
 #                                     compiles each copy afresh, ~seconds)
+SETTLE_SECS = 2.0  # an untimed request (load, copies, init) may take this long to go back to
+#                    sleep after its reply, sharing the core: its idle clock starts after
 IDLE_CPU_LIMIT_NS = 200_000  # CPU a contestant may burn between two of its requests, asleep
 #                             (honest ones burn none: its clock stands still while it blocks)
 # glibc malloc in contestants keeps freed multi-MiB buffers mapped: otherwise every call
@@ -164,7 +166,7 @@ class Contestant:
             pos += -(-raw.nbytes // 64) * 64  # cache-line aligned, like a fresh allocation
         payload = struct.pack(f"<QQ{len(layout)}Q", len(buffers), op == "init",
                               *layout) + message
-        self.limit_secs = limit_secs
+        self.limit_secs, self.timed = limit_secs, op == "call"
         self.deadline = min(time.monotonic() + limit_secs, self.budget_end)
         self.cpu_start = process_cpu_ns(self.proc.pid)
         self.wall_start = time.perf_counter_ns()
@@ -187,7 +189,7 @@ class Contestant:
         try:
             (size,) = struct.unpack("<Q", read_exact(self.from_child, 8, deadline))
             wall = time.perf_counter_ns() - self.wall_start
-            asleep = wait_until_blocked(self.proc.pid)
+            asleep = wait_until_blocked(self.proc.pid, 0.05 if self.timed else SETTLE_SECS)
             self.cpu_end = process_cpu_ns(self.proc.pid)
             cpu = self.cpu_end - self.cpu_start
             if size > MAX_MESSAGE_BYTES:
