@@ -8,7 +8,8 @@ power runs with kernels made slower by a known factor (a wrapper that busy-waits
 call costs factor x its own time), runs of a kernel that does each call twice (fidelity: the
 judge's ratio against the in-process ratio of the same two kernels, which is 2 only where a
 repeated call gains nothing from warm caches), the harness's CPU per call beside the same
-kernel's in-process time (overhead), and `make confirm` on a known champion. `--readme` writes the figures into README.md's Measured table.
+kernel's in-process time (overhead), and `make confirm` on a known champion. `--readme` writes
+the figures into README.md's Measured table.
 """
 import argparse
 import importlib
@@ -96,8 +97,8 @@ def _calibration_per_call_ns(call, calls=1000):
 
 def _calibration_cost_ns():
     # once a process, at the first timed call (on the benchmark core), shared by the code copies
-    shared = _calibration_sys.modules.setdefault("calibration_wrapper_cost", type(_calibration_sys)(
-        "calibration_wrapper_cost"))
+    shared = _calibration_sys.modules.setdefault(
+        "calibration_wrapper_cost", type(_calibration_sys)("calibration_wrapper_cost"))
     if not hasattr(shared, "ns"):
         shared.ns = max(0, int(_calibration_per_call_ns(_CalibrationNoopWrapped().call)
                                - _calibration_per_call_ns(_CalibrationNoop().call)))
