@@ -96,7 +96,7 @@ def _calibration_per_call_ns(call, calls=1000):
 
 
 def _calibration_cost_ns():
-    # once a process, at the first timed call (on the benchmark core), shared by the code copies
+    # once a process, at its first call (the battery's), shared by the code copies
     shared = _calibration_sys.modules.setdefault(
         "calibration_wrapper_cost", type(_calibration_sys)("calibration_wrapper_cost"))
     if not hasattr(shared, "ns"):
