@@ -59,7 +59,8 @@ def process_cpu_ns(pid):
 
 
 def _running_threads(pid):
-    """How many threads of `pid` run or wait to run (state R); 0 once it has exited."""
+    """How many threads of `pid` run, wait to run (R) or wait uninterruptibly mid-work (D: a
+    page fault, a lock of the memory map), rather than sleep; 0 once it has exited."""
     running = 0
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -68,7 +69,7 @@ def _running_threads(pid):
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                running += f.read().rsplit(b")", 1)[1].split()[0] == b"R"
+                running += f.read().rsplit(b")", 1)[1].split()[0] in (b"R", b"D")
         except (OSError, IndexError):  # the thread exited meanwhile
             pass
     return running
