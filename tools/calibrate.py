@@ -57,6 +57,7 @@ SLOWDOWN_WRAPPER = '''
 # into the next call, and takes off its own cost, measured once a process on a no-op call.
 import sys as _calibration_sys
 import time as _calibration_time
+from types import SimpleNamespace as _CalibrationShared
 
 _CalibrationBase = {cls}
 
@@ -85,21 +86,19 @@ class _CalibrationNoopWrapped(_CalibrationNoop):
 
 
 def _calibration_per_call_ns(call, calls=1000):
-    best = None
-    for _ in range(5):
+    def once():
         start = _calibration_time.perf_counter_ns()
         for _ in range(calls):
             call()
-        took = (_calibration_time.perf_counter_ns() - start) / calls
-        best = took if best is None else min(best, took)
-    return best
+        return (_calibration_time.perf_counter_ns() - start) / calls
+    return min(once() for _ in range(5))
 
 
 def _calibration_cost_ns():
     # once a process, at its first call (the battery's), shared by the code copies
-    shared = _calibration_sys.modules.setdefault(
-        "calibration_wrapper_cost", type(_calibration_sys)("calibration_wrapper_cost"))
-    if not hasattr(shared, "ns"):
+    shared = _calibration_sys.modules.setdefault("calibration_wrapper_cost",
+                                                 _CalibrationShared(ns=None))
+    if shared.ns is None:
         shared.ns = max(0, int(_calibration_per_call_ns(_CalibrationNoopWrapped().call)
                                - _calibration_per_call_ns(_CalibrationNoop().call)))
     return shared.ns
