@@ -40,8 +40,8 @@ CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
 COPIES_SECS = 2.0 * DEADLINE_SCALE  # building code copies stops here (an uncacheable kernel
 #                                     compiles each copy afresh, ~seconds)
-SETTLE_SECS = 2.0  # an untimed request (load, copies, init) may take this long to go back to
-#                    sleep after its reply, sharing the core: its idle clock starts after
+SETTLE_SECS = 2.0  # a contestant must be back asleep this long after its reply (honest
+#                    ones are within microseconds; a thread still running after it is a fail)
 IDLE_CPU_LIMIT_NS = 200_000  # CPU a contestant may burn between two of its requests, asleep
 #                             (honest ones burn none: its clock stands still while it blocks)
 # glibc malloc in contestants keeps freed multi-MiB buffers mapped: otherwise every call
@@ -53,8 +53,8 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_":
 # ---------------------------------------------------------------- process measurements
 def process_cpu_ns(pid):
     """CPU time of every thread of `pid`, living or exited, read from outside (ns). Exact only
-    while the process sleeps: a thread running on another core is counted up to its last
-    tick, so callers first wait_until_blocked()."""
+    while the process sleeps: a thread on a CPU is counted up to its last tick or switch, so
+    callers read settled_cpu_ns()."""
     return time.clock_gettime_ns(((~pid) << 3) | 2)  # CPUCLOCK_SCHED of the whole process
 
 
@@ -75,14 +75,20 @@ def _running_threads(pid):
     return running
 
 
-def wait_until_blocked(pid, limit_secs=0.05):
-    """Wait (briefly) until every thread of the process is asleep, e.g. its main thread back
-    in its read of the next request: False if one still runs when the time is up."""
-    end = time.monotonic() + limit_secs
-    while _running_threads(pid):
+def settled_cpu_ns(pid, limit_secs=SETTLE_SECS):
+    """The process's CPU time once every thread is asleep: (ns, True); (ns so far, False) if
+    one still runs after `limit_secs`. /proc shows a thread asleep a moment before the
+    scheduler adds its last stretch on the CPU (up to a tick, 4 ms at HZ=250) to the clock,
+    so a reading counts only when the next one, every thread seen asleep between, agrees."""
+    end, last = time.monotonic() + limit_secs, None
+    while True:
+        if not _running_threads(pid):
+            now = process_cpu_ns(pid)
+            if now == last:
+                return now, True
+            last = now
         if time.monotonic() >= end:
-            return False
-    return True
+            return process_cpu_ns(pid), False
 
 
 def peak_rss_mb(pid="self"):
@@ -167,7 +173,7 @@ class Contestant:
             pos += -(-raw.nbytes // 64) * 64  # cache-line aligned, like a fresh allocation
         payload = struct.pack(f"<QQ{len(layout)}Q", len(buffers), op == "init",
                               *layout) + message
-        self.limit_secs, self.timed = limit_secs, op == "call"
+        self.limit_secs = limit_secs
         self.deadline = min(time.monotonic() + limit_secs, self.budget_end)
         self.cpu_start = process_cpu_ns(self.proc.pid)
         self.wall_start = time.perf_counter_ns()
@@ -190,8 +196,7 @@ class Contestant:
         try:
             (size,) = struct.unpack("<Q", read_exact(self.from_child, 8, deadline))
             wall = time.perf_counter_ns() - self.wall_start
-            asleep = wait_until_blocked(self.proc.pid, 0.05 if self.timed else SETTLE_SECS)
-            self.cpu_end = process_cpu_ns(self.proc.pid)
+            self.cpu_end, asleep = settled_cpu_ns(self.proc.pid)
             cpu = self.cpu_end - self.cpu_start
             if size > MAX_MESSAGE_BYTES:
                 raise ValueError(f"reply of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -215,10 +220,13 @@ class Contestant:
             if "MemoryError" in error:
                 error += f" (the memory cap is {CHILD_MEM_CAP_MB} MiB of address space)"
             raise TrialFault("crash", f"{self.label} kernel raised in {phase}: {error}")
+        if not asleep:
+            self.kill()
+            raise TrialFault("fail", f"{self.label} kernel kept running after its reply (work "
+                                     f"escaping the timer) in {phase}: a thread still ran "
+                                     f"{SETTLE_SECS:.0f} s later")
         if cpu > wall * MULTICORE_SLACK + 2_000_000:
-            how = ("used more than one core" if asleep  # else a thread of its own ran on
-                   else "kept running after its reply (work escaping the timer)")
-            raise TrialFault("fail", f"{self.label} kernel {how} in {phase}: "
+            raise TrialFault("fail", f"{self.label} kernel used more than one core in {phase}: "
                                      f"{cpu / 1e6:.1f} ms CPU in {wall / 1e6:.1f} ms wall")
         return outs, cpu, wall
 

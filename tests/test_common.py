@@ -585,6 +585,38 @@ def test_a_thread_still_running_after_the_reply_is_named_for_that():
         child.close()
 
 
+def test_a_reading_counts_only_once_a_second_one_agrees(monkeypatch):
+    """The scheduler adds a thread's last stretch on the CPU to the clock just after /proc
+    shows it asleep: the first reading (100) lags, the next ones (250) hold."""
+    readings = iter([100, 250, 250, 999])
+    monkeypatch.setattr(contestant, "_running_threads", lambda pid: 0)
+    monkeypatch.setattr(contestant, "process_cpu_ns", lambda pid: next(readings))
+    assert contestant.settled_cpu_ns(1) == (250, True)
+
+
+def test_settled_cpu_of_a_sleeping_process_is_its_clock():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.3)  # the interpreter is up and asleep
+        ns, asleep = contestant.settled_cpu_ns(sleeper.pid, 1.0)
+        time.sleep(0.05)
+        assert asleep and ns > 0 and contestant.process_cpu_ns(sleeper.pid) == ns
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_process_that_never_sleeps_does_not_settle():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        started = time.monotonic()
+        _, asleep = contestant.settled_cpu_ns(spinner.pid, 0.2)
+        assert not asleep and 0.2 <= time.monotonic() - started < 1.0
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
 # ---------------------------------------------------------------- git states: one line each
 def test_git_note_names_each_state(tmp_path, monkeypatch):
     monkeypatch.setattr(ledger, "REPO", tmp_path)
