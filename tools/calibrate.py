@@ -307,6 +307,7 @@ def main():
             for _ in range(3)]
     print(f"first run {first['wall_seconds']:.1f} s, warm median {statistics.median(warm):.1f} s",
           flush=True)
+    figures["measured on (`machine`, machines.tsv)"] = f"`{first['machine']}`"
     figures["warm `make run`, wall seconds (median of 3)"] = f"{statistics.median(warm):.1f}"
     figures["first run after setup (empty fixture cache), wall seconds"] = \
         f"{first['wall_seconds']:.1f}"
