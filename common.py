@@ -145,7 +145,7 @@ class Batch(NamedTuple):
 
 def rounds_of(pair, workloads, rounds, spec, rng):
     """Each round's batches, drawn before the round is timed: the judge's own work (drawing a
-    page is milliseconds of numpy) must not churn the shared cache between timed batches.
+    page takes milliseconds) must not churn the shared cache between timed batches.
     Combos come in random order, never the same one twice in a row; in a combo the order of
     the two kernels alternates from a random start."""
     run_seed = int(rng.integers(0, 2**63))  # fresh inputs every run, unknown in advance

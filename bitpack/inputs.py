@@ -2,9 +2,9 @@
 """FIXED: deterministic bitpack fixtures: the correctness battery and the speed workloads.
 
 Values come from named seeds through SplitMix64 (seeds.py); pages are built from them by
-`pack`, a vectorised packer written apart from the oracle (reference.py), so a round trip
-through both is a real cross-check (tests/test_bitpack.py). Generation takes milliseconds, so
-nothing is cached on disk; every timed batch gets freshly drawn pages.
+`pack`, a packer written apart from the oracle (reference.py), so a round trip through both
+is a real cross-check (tests/test_bitpack.py). Every timed batch gets freshly drawn pages, so
+the draw and the packer are compiled (fastlanes.py).
 """
 import sys
 from pathlib import Path
@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from seeds import mix_seeds, splitmix64_stream  # noqa: E402
+from bitpack import fastlanes  # noqa: E402  (one module name everywhere: numba caches by file)
+from seeds import MASK64, mix_seeds, splitmix64_stream  # noqa: E402
 
 FIXTURE_SEED = 0x5EED_B175  # root of every battery page
-CHUNK_VALUES = 1024  # values per chunk (Lance's ELEMS_PER_CHUNK)
+CHUNK_VALUES = fastlanes.CHUNK_VALUES
 FL_ORDER = np.array([0, 4, 2, 6, 1, 5, 3, 7])  # FastLanes row-group order
 DTYPES = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}  # T -> word type
 SPEED_SHAPES = ((16, 7), (32, 13), (32, 24))  # (T, W); T = 64 is battery-only (program.md)
@@ -37,56 +38,24 @@ def rows_of(chunks, bits):
     return blocks[:, :, order, :].transpose(0, 2, 1, 3).reshape(len(chunks), bits, n_lanes)
 
 
-def chunk_widths(chunks):
-    """Bit length of the OR of each chunk (Lance's Stat::BitWidth), [num_chunks]."""
-    acc = np.bitwise_or.reduce(chunks, axis=1).astype(np.uint64)
-    widths = np.zeros(len(chunks), np.int64)
-    for b in range(64):
-        widths += (acc >> np.uint64(b)) != 0
-    return widths
-
-
 def pack(values, bits):
     """A page: per chunk one header word (its width), then its FastLanes body."""
-    dtype, n_lanes = DTYPES[bits], CHUNK_VALUES // bits
-    n = len(values)
-    count = -(-n // CHUNK_VALUES)
-    chunks = np.zeros((count, CHUNK_VALUES), dtype)
-    chunks.reshape(-1)[:n] = values  # the last chunk is zero-padded, as Lance does
-    widths = chunk_widths(chunks)
-    pieces = [np.zeros(0, dtype)] * (2 * count)  # header, body, header, body, ...
-    for c in range(count):
-        pieces[2 * c] = np.array([widths[c]], dtype)
-    rows = rows_of(chunks, bits)
-    for width in np.unique(widths[widths > 0]):
-        width = int(width)
-        pick = np.flatnonzero(widths == width)
-        group = rows[pick]
-        body = np.zeros((len(pick), width, n_lanes), dtype)
-        for r in range(bits):
-            word, shift = divmod(r * width, bits)
-            body[:, word] |= group[:, r] << dtype(shift)  # bits above T fall off
-            if shift + width > bits:
-                body[:, word + 1] |= group[:, r] >> dtype(bits - shift)
-        for c, words in zip(pick, body.reshape(len(pick), -1), strict=True):
-            pieces[2 * c + 1] = words
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+    values = np.ascontiguousarray(values, np.uint64)
+    count = -(-len(values) // CHUNK_VALUES)
+    page = np.zeros(count + len(values) + CHUNK_VALUES, DTYPES[bits])  # W <= T words a value
+    positions = rows_of(np.arange(CHUNK_VALUES)[None, :], bits)[0]
+    used = fastlanes.pack(values, positions, page)
+    return page[:used].copy()
 
 
 def draw_values(bits, width, distribution, count, seed):
     """`count` values of T below 2^width (uint64), from a named distribution."""
-    raw = splitmix64_stream(seed, count)
     chunks = -(-count // CHUNK_VALUES)
-    if distribution == "uniform":  # every chunk has width `width`
-        widths = np.full(chunks, width)
+    if distribution in ("uniform", "sparse"):  # every chunk has width `width` (sparse: mostly
+        widths = np.full(chunks, width)  # zeros, many zero-width chunks, the rest near width)
     elif distribution == "varying":  # each chunk its own width in 0..width
         pick = splitmix64_stream(mix_seeds(seed, "widths"), chunks)
         widths = (pick % np.uint64(width + 1)).astype(np.int64)
-    elif distribution == "sparse":  # mostly zeros: many zero-width chunks, the rest near width
-        keep = splitmix64_stream(mix_seeds(seed, "mask"), count) < np.uint64(
-            int(SPARSE_DENSITY * 2.0**64))
-        raw = np.where(keep, raw, np.uint64(0))
-        widths = np.full(chunks, width)
     elif distribution == "ones":  # every bit of the width set
         return np.full(count, (1 << width) - 1, np.uint64)
     elif distribution == "zeros":
@@ -95,7 +64,9 @@ def draw_values(bits, width, distribution, count, seed):
         raise ValueError(f"unknown distribution {distribution}")
     masks = (np.uint64(1) << np.minimum(widths, 63).astype(np.uint64)) - np.uint64(1)
     masks[widths == 64] = np.uint64(2**64 - 1)
-    return raw & np.repeat(masks, CHUNK_VALUES)[:count]
+    return fastlanes.draw(np.uint64(seed & MASK64), count, masks, distribution == "sparse",
+                          np.uint64(mix_seeds(seed, "mask")),
+                          np.uint64(int(SPARSE_DENSITY * 2.0**64)))
 
 
 def make_page(bits, width, distribution, count, seed):

@@ -61,7 +61,7 @@ def _top_k(dists, k):
     n = dists.shape[0]
     k = min(k, n)
     heap_d = dists[:k].copy()
-    heap_i = np.arange(k).astype(np.int64)
+    heap_i = np.arange(k)
     for pos in range(k // 2 - 1, -1, -1):
         _sift_down(heap_d, heap_i, k, pos)
     for j in range(k, n):
@@ -69,8 +69,11 @@ def _top_k(dists, k):
             heap_d[0] = dists[j]
             heap_i[0] = j
             _sift_down(heap_d, heap_i, k, 0)
-    order = np.argsort(heap_d, kind="mergesort")
-    return heap_i[order], heap_d[order]
+    for size in range(k - 1, 0, -1):  # heapsort's second half: the worst goes last
+        heap_d[0], heap_d[size] = heap_d[size], heap_d[0]
+        heap_i[0], heap_i[size] = heap_i[size], heap_i[0]
+        _sift_down(heap_d, heap_i, size, 0)
+    return heap_i, heap_d
 
 
 class PqKernel:
