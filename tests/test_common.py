@@ -650,7 +650,7 @@ UNHASHED_EDITS = ("README.md", "HARNESS.md", "docs/design.md", "tools/report.py"
                   "tools/templates/target/kernels.py", "pq_l2/kernels.py", "pq_l2/program.md",
                   "pq_l2/peers.py", "pq_l2/conformance.py", "bitpack/reference.py",
                   "tests/conftest.py")
-HASHED_EDITS = ("common.py", "contestant.py", "sandbox.py", "ledger.py", "seeds.py",
+HASHED_EDITS = ("common.py", "contestant.py", "child.py", "sandbox.py", "ledger.py", "seeds.py",
                 "requirements.txt", "pq_l2/reference.py", "pq_l2/inputs.py",
                 "pq_l2/run_experiment.py")
 
