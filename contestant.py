@@ -34,8 +34,8 @@ CHILD_MEM_CAP_MB = int(os.environ.get("HARNESS_MEM_CAP_MB", "4096"))  # address-
 MULTICORE_SLACK = 1.10  # child CPU time above this x wall time means more than one core
 SETTLE_SECS = 2.0  # a contestant must be back asleep this long after its reply (honest
 #                    ones are within microseconds; a thread still running after it is a fail)
-IDLE_CPU_LIMIT_NS = 200_000  # CPU a contestant may burn between two of its requests, asleep
-#                             (honest ones burn none: its clock stands still while it blocks)
+IDLE_CPU_LIMIT_NS = 10_000_000  # CPU between two of a contestant's requests, charged to the
+#                                 next; more is a fail (a reading can lag by a tick: 4-10 ms)
 # glibc malloc in contestants keeps freed multi-MiB buffers mapped: otherwise every call
 # page-faults fresh mappings, in a history-dependent way (a 7 % A/A bias on large outputs).
 CHILD = str(Path(__file__).with_name("child.py"))  # the kernel's side
@@ -171,12 +171,14 @@ class Contestant:
         self.cpu_start = process_cpu_ns(self.proc.pid)
         self.wall_start = time.perf_counter_ns()
         # CPU since its last reply, when it should have been asleep (none before the first
-        # request: the interpreter's start)
+        # request: the interpreter's start): charged to this request, so none escapes
         idle = 0 if self.cpu_end is None else self.cpu_start - self.cpu_end
+        self.idle = max(idle, 0)
         if idle > IDLE_CPU_LIMIT_NS:
             self.kill()
             raise TrialFault("fail", f"{self.label} kernel burned {idle / 1e6:.1f} ms CPU "
-                                     f"between its requests, before the {op} of {args[0]}: "
+                                     f"between its requests, before the {op}"
+                                     f"{f' of {args[0]}' if args else ''}: "
                                      "work escaping the timer")
         try:
             send_frame(self.to_child, payload, self.deadline)
@@ -184,7 +186,8 @@ class Contestant:
             pass
 
     def receive(self, phase):
-        """Finish the request: (outputs, cpu_ns, wall_ns). Faults raise TrialFault."""
+        """Finish the request: (outputs, cpu_ns with the CPU since the last reply, wall_ns).
+        Faults raise TrialFault."""
         deadline = self.deadline
         try:
             (size,) = struct.unpack("<Q", read_exact(self.from_child, 8, deadline))
@@ -221,7 +224,7 @@ class Contestant:
         if cpu > wall * MULTICORE_SLACK + 2_000_000:
             raise TrialFault("fail", f"{self.label} kernel used more than one core in {phase}: "
                                      f"{cpu / 1e6:.1f} ms CPU in {wall / 1e6:.1f} ms wall")
-        return outs, cpu, wall
+        return outs, cpu + self.idle, wall
 
     def request(self, phase, op, *args):
         self.send(op, *args)

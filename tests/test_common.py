@@ -585,6 +585,45 @@ def test_a_thread_still_running_after_the_reply_is_named_for_that():
         child.close()
 
 
+LATE_WORK_KERNEL = b"""
+import os, threading, time
+BURN_NS = int(os.environ.get("LATE_BURN_NS", "0"))
+def burn_later():
+    time.sleep(0.3)  # long after the judge's reading of the reply
+    end = time.thread_time_ns() + BURN_NS
+    while time.thread_time_ns() < end:
+        pass
+class PqKernel:
+    def __init__(self, *args):
+        threading.Thread(target=burn_later, daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("burn_ms", [3, 30])
+def test_cpu_between_requests_is_charged_to_the_next_or_fails(monkeypatch, burn_ms):
+    """Work a thread starts after the reply's reading: a few ms are added to the kernel's next
+    request (none escapes its clock); more than IDLE_CPU_LIMIT_NS is work escaping the timer."""
+    monkeypatch.setenv("LATE_BURN_NS", str(burn_ms * 1_000_000))
+    child = contestant.Contestant("candidate", LATE_WORK_KERNEL, "PqKernel", REPO / "pq_l2",
+                                  time.monotonic() + 60, 0)
+    try:
+        child.receive("import")
+        _, init_cpu, _ = child.request("__init__", "init", "h", ())
+        time.sleep(0.6)  # the thread has slept, burned and exited
+        assert init_cpu < burn_ms * 1e6  # the burn came after this request's reading
+        if burn_ms * 1e6 < contestant.IDLE_CPU_LIMIT_NS:
+            _, cpu, _ = child.request("verify", "verify")
+            assert cpu >= burn_ms * 1e6
+        else:
+            with pytest.raises(ledger.TrialFault) as info:
+                child.request("verify", "verify")
+            assert info.value.status == "fail" and re.match(
+                rf"candidate kernel burned {burn_ms}\.\d ms CPU between its requests, before "
+                "the verify", str(info.value))
+    finally:
+        child.close()
+
+
 def test_a_reading_counts_only_once_a_second_one_agrees(monkeypatch):
     """The scheduler adds a thread's last stretch on the CPU to the clock just after /proc
     shows it asleep: the first reading (100) lags, the next ones (250) hold."""
