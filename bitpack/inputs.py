@@ -16,7 +16,7 @@ from bitpack import fastlanes  # noqa: E402  (one module name everywhere: numba 
 from seeds import MASK64, mix_seeds, splitmix64_stream  # noqa: E402
 
 FIXTURE_SEED = 0x5EED_B175  # root of every battery page
-CHUNK_VALUES = fastlanes.CHUNK_VALUES
+CHUNK_VALUES = fastlanes.CHUNK_VALUES  # values per chunk (Lance's ELEMS_PER_CHUNK)
 FL_ORDER = np.array([0, 4, 2, 6, 1, 5, 3, 7])  # FastLanes row-group order
 DTYPES = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}  # T -> word type
 SPEED_SHAPES = ((16, 7), (32, 13), (32, 24))  # (T, W); T = 64 is battery-only (program.md)
