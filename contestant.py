@@ -172,11 +172,10 @@ class Contestant:
         self.wall_start = time.perf_counter_ns()
         # CPU since its last reply, when it should have been asleep (none before the first
         # request: the interpreter's start): charged to this request, so none escapes
-        idle = 0 if self.cpu_end is None else self.cpu_start - self.cpu_end
-        self.idle = max(idle, 0)
-        if idle > IDLE_CPU_LIMIT_NS:
+        self.idle = 0 if self.cpu_end is None else self.cpu_start - self.cpu_end
+        if self.idle > IDLE_CPU_LIMIT_NS:
             self.kill()
-            raise TrialFault("fail", f"{self.label} kernel burned {idle / 1e6:.1f} ms CPU "
+            raise TrialFault("fail", f"{self.label} kernel burned {self.idle / 1e6:.1f} ms CPU "
                                      f"between its requests, before the {op}"
                                      f"{f' of {args[0]}' if args else ''}: "
                                      "work escaping the timer")

@@ -6,6 +6,7 @@ Values come from named seeds through SplitMix64 (seeds.py); pages are built from
 is a real cross-check (tests/test_bitpack.py). Every timed batch gets freshly drawn pages, so
 the draw and the packer are compiled (fastlanes.py).
 """
+import functools
 import sys
 from pathlib import Path
 
@@ -38,13 +39,18 @@ def rows_of(chunks, bits):
     return blocks[:, :, order, :].transpose(0, 2, 1, 3).reshape(len(chunks), bits, n_lanes)
 
 
+@functools.cache
+def row_positions(bits):
+    """[T, LANES]: the position in its chunk of the value in row r, lane l (rows_of)."""
+    return rows_of(np.arange(CHUNK_VALUES)[None, :], bits)[0]
+
+
 def pack(values, bits):
     """A page: per chunk one header word (its width), then its FastLanes body."""
     values = np.ascontiguousarray(values, np.uint64)
     count = -(-len(values) // CHUNK_VALUES)
     page = np.zeros(count + len(values) + CHUNK_VALUES, DTYPES[bits])  # W <= T words a value
-    positions = rows_of(np.arange(CHUNK_VALUES)[None, :], bits)[0]
-    used = fastlanes.pack(values, positions, page)
+    used = fastlanes.pack(values, row_positions(bits), page)
     return page[:used].copy()
 
 

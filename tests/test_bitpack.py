@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import seeds
+from bitpack import fastlanes
 from conftest import run_trial
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,6 +84,21 @@ def test_round_trip_every_width(bits):
         assert reference.chunk_starts(page, len(values), bits)[1][0] == width
         assert np.array_equal(reference.unpack_literal(page, len(values), bits), values), width
         assert np.array_equal(reference.unpack(page, len(values), bits), values), width
+
+
+def test_compiled_draw_is_the_splitmix64_stream_masked():
+    """fastlanes.draw is seeds.splitmix64_stream compiled: output i, masked to its chunk's
+    width; sparse keeps output i where the second stream's output i is below the bound."""
+    count, masks = 2 * 1024 + 5, np.array([2**64 - 1, 0x7F, 0], np.uint64)
+    raw = seeds.splitmix64_stream(ROUND_TRIP_SEED, count)
+    want = raw & np.repeat(masks, 1024)[:count]
+    got = fastlanes.draw(np.uint64(ROUND_TRIP_SEED), count, masks, False, np.uint64(0),
+                         np.uint64(0))
+    assert np.array_equal(got, want)
+    keep = seeds.splitmix64_stream(ROUND_TRIP_SEED + 1, count) < np.uint64(2**63)
+    sparse = fastlanes.draw(np.uint64(ROUND_TRIP_SEED), count, masks, True,
+                            np.uint64(ROUND_TRIP_SEED + 1), np.uint64(2**63))
+    assert np.array_equal(sparse, np.where(keep, want, np.uint64(0))) and 0 < keep.sum() < count
 
 
 def test_lance_chunk_width_is_the_bit_length_of_the_or():
