@@ -127,31 +127,39 @@ def _search(offsets, doc_ids, frequencies, block_offsets, block_max_scores, doc_
     num_docs = doc_lengths.shape[0]
     avgdl = np.float32(total_tokens) / np.float32(num_docs)
     n = query.shape[0]
-    it = np.zeros((n, 8), np.int64)
-    bound = np.zeros(n, np.float32)  # the list's max score: Lance's approximate_upper_bound
-    idf = np.zeros(n, np.float32)
+    # np.empty and plain loops only: every numpy function a kernel uses costs its own compile
+    # on the first call (np.zeros, np.arange and .max() here took 2 of 7 s).
+    it = np.empty((n, 8), np.int64)
+    bound = np.empty(n, np.float32)  # the list's max score: Lance's approximate_upper_bound
+    idf = np.empty(n, np.float32)
+    order = np.empty(n, np.int64)  # iterators sorted by current doc (see _less)
+    contribution = np.empty(n, np.float32)  # per query position: this candidate's term scores
+    on_doc = np.empty(n, np.bool_)
+    for position in range(n):
+        on_doc[position] = False
     size = np.int64(0)  # typed: a literal 0 passed on to a callee compiles it a second time
     for position in range(n):  # an iterator per query position whose term has postings
         t = query[position]
         lo, hi = offsets[t], offsets[t + 1]
         if hi == lo:
             continue
-        it[size, LO], it[size, HI], it[size, CUR] = lo, hi, lo
+        it[size, LO], it[size, HI], it[size, CUR], it[size, BLOCK] = lo, hi, lo, 0
         it[size, NUM_BLOCKS] = block_offsets[t + 1] - block_offsets[t]
         it[size, FIRST_BLOCK], it[size, TERM], it[size, POSITION] = block_offsets[t], t, position
-        bound[size] = block_max_scores[block_offsets[t]:block_offsets[t + 1]].max()
+        top = np.float32(0.0)
+        for b in range(block_offsets[t], block_offsets[t + 1]):
+            top = max(top, block_max_scores[b])
+        bound[size] = top
         df = np.float32(hi - lo)
         idf[size] = math.log((np.float32(num_docs) - df + np.float32(0.5))
                              / (df + np.float32(0.5)) + np.float32(1.0))
+        order[size] = size
         size += 1
-    order = np.arange(size)
     _sort(order, size, it, doc_ids, bound)
     heap_s = np.empty(max(k, 1), np.float32)
     heap_d = np.empty(max(k, 1), np.int64)
     count = np.int64(0)
     threshold = np.float32(0.0)
-    contribution = np.zeros(n, np.float32)
-    on_doc = np.zeros(n, np.bool_)
     while k > 0 and size > 0:
         # find_pivot_term: the first iterator where the bounds so far reach the threshold.
         acc = np.float32(0.0)

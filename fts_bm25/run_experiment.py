@@ -19,8 +19,8 @@ KERNEL_CLASS = "Bm25Kernel"
 KERNEL_METHOD = "top_k"
 ROUNDS = 16  # timed rounds; each round times every combo once per kernel
 # Postings per timed batch, counted as the summed document frequency of its queries plus a
-# fixed cost per query: ~10 ms of baseline search, so the fixed cost of a request (0.1-0.3 ms,
-# HARNESS.md section 2) stays a small share of what is timed.
+# fixed cost per query: tens of milliseconds of baseline search, so the fixed cost of a request
+# (0.1-0.3 ms, HARNESS.md section 2) stays a small share of what is timed.
 BATCH_POSTINGS = 250_000
 QUERY_COST_POSTINGS = 300  # the baseline's cost of a query beyond its postings (setup, heap)
 UNIT = ("us_per_query", 1, 1e3)  # reported time: name, units per call, ns per unit
