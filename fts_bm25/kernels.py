@@ -127,8 +127,8 @@ def _search(offsets, doc_ids, frequencies, block_offsets, block_max_scores, doc_
     num_docs = doc_lengths.shape[0]
     avgdl = np.float32(total_tokens) / np.float32(num_docs)
     n = query.shape[0]
-    # np.empty and plain loops only: every numpy function a kernel uses costs its own compile
-    # on the first call (np.zeros, np.arange and .max() here took 2 of 7 s).
+    # np.empty and plain loops only: every numpy function a kernel uses costs a compile of its
+    # own on the first call (README, Measured: where a warm trial's time went).
     it = np.empty((n, 8), np.int64)
     bound = np.empty(n, np.float32)  # the list's max score: Lance's approximate_upper_bound
     idf = np.empty(n, np.float32)
