@@ -135,10 +135,9 @@ def _search(offsets, doc_ids, frequencies, block_offsets, block_max_scores, doc_
     order = np.empty(n, np.int64)  # iterators sorted by current doc (see _less)
     contribution = np.empty(n, np.float32)  # per query position: this candidate's term scores
     on_doc = np.empty(n, np.bool_)
-    for position in range(n):
-        on_doc[position] = False
     size = np.int64(0)  # typed: a literal 0 passed on to a callee compiles it a second time
     for position in range(n):  # an iterator per query position whose term has postings
+        on_doc[position] = False
         t = query[position]
         lo, hi = offsets[t], offsets[t + 1]
         if hi == lo:
