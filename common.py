@@ -30,7 +30,7 @@ from ledger import (CHAMPION_STATUSES, EXIT_OK, EXIT_USAGE, REPO, RESULTS_PATH, 
                     note_machine, progress, read_results, revert, save_snapshot, sha256_hex)
 from seeds import mix_seeds
 
-TIME_BUDGET_SECS = 180 * DEADLINE_SCALE  # whole trial; honest kernels finish in ~10 s
+TIME_BUDGET_SECS = 180 * DEADLINE_SCALE  # whole trial; an honest one's wall time: README
 WARMUP_ROUNDS = 1  # untimed first round: compiles and warms caches
 
 # The gate (HARNESS.md section 4) and its statistics (section 3).

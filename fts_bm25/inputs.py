@@ -282,7 +282,7 @@ def load_fixtures():
                                    "speed": make_speed_workloads(speed_corpora)})
 
     data, digest = fixture_cache.cached("fts_bm25", "fixtures", _cache_key(), build,
-                                        "three corpora and the battery, ~10 s,")
+                                        "three corpora and the battery")
     try:
         groups = fixture_cache.unpack(data, {"index": Bm25Index})
         first_speed = len(groups["corpora"]) - len(SPEED_CORPORA)

@@ -356,7 +356,7 @@ def main(argv=None):
         budget_end = time.monotonic() + common.TIME_BUDGET_SECS
         contestants = peers_common.start_contestants(run.kernels, workloads, cpus, budget_end,
                                                      judge, draw_calls(workloads[0], 0)[:1])
-        # The smallest corpus (and bm25s's numba compile, ~8 s here) while the kernels compile:
+        # The smallest corpus (and bm25s's numba compile) while the kernels compile:
         # well inside the contestants' deadline for a call (contestant.CALL_DEADLINE_SECS).
         built = [build_corpus(peers, *corpora[0])]
         peers_common.pin_contestants(contestants, cpus)

@@ -200,7 +200,7 @@ def load_fixtures():
         return fixture_cache.pack({"battery": make_battery(workloads), "speed": workloads})
 
     data, digest = fixture_cache.cached("pq_l2", "fixtures", _cache_key(), build,
-                                        "the fixtures, ~12 s on an idle machine,")
+                                        "the fixtures")
     try:
         groups = fixture_cache.unpack(data, {"shape": PqShape})
     except (ValueError, KeyError) as e:

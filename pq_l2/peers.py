@@ -40,7 +40,7 @@ except ImportError:  # optional extra: numpy, baseline and champion still run
 
 QUERY_SEED = 0xBEE5_2026  # root of the fresh queries, mixed with the combo name and round
 ORDER_SEED = 0x0D3E_2026  # combo order per round: fixed, so two runs visit combos alike
-ROUNDS = 8  # timed rounds after the verification round; ~15 s in all on 2 cores
+ROUNDS = 8  # timed rounds after the verification round
 QUICK_ROUNDS = 2  # timed rounds under --quick (the tests)
 QUICK_COMBOS = ("128x16_clustered", "768x96_sparse")  # --quick: the smallest and largest scan
 QUICK_QUERIES = 4  # queries per batch under --quick
