@@ -164,8 +164,7 @@ def check_round(spec, batches, timed):
     """The first wrong output of a round's batches, as a fault message, or None. It runs on
     the judge's core while the next round is timed: no kernel runs there."""
     for b, (_, outputs) in zip(batches, timed, strict=True):
-        found = spec.check_timed(b.workload, b.calls, b.truth, outputs)
-        if found:
+        if found := spec.check_timed(b.workload, b.calls, b.truth, outputs):
             label, problem = found
             return (f"{label} kernel wrong while timed: {b.workload['name']} round {b.round}: "
                     f"{problem}")
@@ -174,8 +173,7 @@ def check_round(spec, batches, timed):
 
 def settle(check):
     """Wait for a round's check: a wrong output fails the trial."""
-    problem = check.result() if check else None
-    if problem:
+    if problem := (check.result() if check else None):
         raise TrialFault("fail", problem)
 
 
@@ -222,8 +220,7 @@ def time_side_by_side(pair, workloads, rounds, spec, rng):
 
 # ---------------------------------------------------------------- 4. statistics and the gate
 def geomean(values):
-    values = np.asarray(values, dtype=np.float64)
-    return float(np.exp(np.mean(np.log(values))))
+    return float(np.exp(np.mean(np.log(np.asarray(values, dtype=np.float64)))))
 
 
 def t_quantile_90(dof):
@@ -264,8 +261,8 @@ def decide(is_baseline, geo, geo_lo, geo_hi, combos, min_gain=MIN_GAIN):
         return "baseline", "first run on this harness: the champion is recorded"
     if not all(math.isfinite(x) for x in (geo, geo_lo, geo_hi, *sum(combos.values(), ()))):
         return "discard", "statistics are not finite (too few rounds?)"
-    regressed = [n for n, (r, lo, _) in combos.items() if r >= 1 + WORST_REGRESSION and lo > 1]
-    if regressed:
+    if regressed := [n for n, (r, lo, _) in combos.items()
+                     if r >= 1 + WORST_REGRESSION and lo > 1]:
         return "discard", f"worst-case guard: {', '.join(regressed)} slower by >= 5 %"
     if geo_hi >= 1:
         return "discard", f"no significant gain: geomean CI90 upper {geo_hi:.4f} >= 1"
@@ -375,8 +372,7 @@ def print_block(fields):
 # ---------------------------------------------------------------- the trial
 def check_untouched(target, harness, cache_intact):
     """Harness files and the fixture cache must hash as they did before the kernels ran."""
-    now = harness_sha(target.name)
-    if now != harness:
+    if (now := harness_sha(target.name)) != harness:
         raise TrialFault("fail", f"harness files changed during the run (harness_sha {harness} "
                                  f"-> {now})")
     if not cache_intact:
@@ -437,10 +433,8 @@ def run_trial(target, args, started):
     rows = read_results(args.results)
     harness = harness_sha(target.name)
     champion = None if args.check else pick_champion(target, args, rows, harness)
-    if champion is not None and champion.is_baseline:
-        candidate_source = champion.source  # the baseline races itself: an A/A figure
-    else:
-        candidate_source = read_kernel(args.kernel)
+    races_itself = champion is not None and champion.is_baseline  # the baseline: an A/A figure
+    candidate_source = champion.source if races_itself else read_kernel(args.kernel)
     kernel_sha = save_snapshot(args.results, target.name, candidate_source)
     cpus = sorted(os.sched_getaffinity(0))
     machine, described = describe_machine(cpus[-1])
@@ -487,20 +481,15 @@ def main_of(module):
     started = time.monotonic()
     try:
         target = load_target(module)
-    except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.code
-    args = parse_trial_args(module.__doc__.splitlines()[0], target.kernel_path,
-                            target.spec.ROUNDS)
-    if importlib.util.find_spec("numba") is None:
-        print("error: numba is not installed in this Python: run `make setup`", file=sys.stderr)
-        return EXIT_USAGE
-    if clean_field(args.desc) != args.desc.strip():
-        progress("DESC had tabs or newlines: they are logged as spaces")
-    note = git_note(target.name)
-    if note:
-        progress(f"git: {note}")
-    try:
+        args = parse_trial_args(module.__doc__.splitlines()[0], target.kernel_path,
+                                target.spec.ROUNDS)
+        if importlib.util.find_spec("numba") is None:
+            raise HarnessError("numba is not installed in this Python: run `make setup`",
+                               EXIT_USAGE)
+        if clean_field(args.desc) != args.desc.strip():
+            progress("DESC had tabs or newlines: they are logged as spaces")
+        if note := git_note(target.name):
+            progress(f"git: {note}")
         if args.revert:
             return revert(target.name, target.kernel_path, args.results)
         block, code = run_trial(target, args, started)

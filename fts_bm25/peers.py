@@ -1,17 +1,14 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """TOOL: where the fts_bm25 kernels stand against tantivy and bm25s, on the same corpora.
 
-`make peers TARGET=fts_bm25` (tantivy and bm25s are optional extras:
-tools/requirements-peers.txt). Writes no row. Each speed corpus becomes text (term t is the
-token "t<t>"; a document is its terms, each repeated f times) and is indexed once by tantivy
-and once by bm25s. On the judge's speed workloads (fresh queries from a named seed, k = 10)
-it times, single-threaded and interleaved like the judge: both peers in this process (thread
-CPU time, on the benchmark core), and the baseline and champion kernels in contestant
-processes exactly as the judge runs them (process CPU time, read from outside;
-tools/peers_common.py). The first round is untimed and checks every answer: the kernels' and
-bm25s's against the exact oracle, tantivy's against the same formula with its one-byte
-document lengths (what it computes; how far that is from exact is reported too). Then it
-prints us/query per combo and a `---` block of `key: value` lines.
+`make peers TARGET=fts_bm25` (optional extras: tools/requirements-peers.txt); writes no row.
+Each speed corpus becomes text (term t is the token "t<t>", repeated f times) indexed once by
+each peer. On the judge's speed workloads (fresh queries from a named seed, k = 10) it times,
+single-threaded and interleaved: the peers in this process (thread CPU time, on the benchmark
+core), the baseline and champion in contestant processes as the judge runs them
+(tools/peers_common.py). The untimed first round checks every answer: the kernels' and
+bm25s's against the exact oracle, tantivy's against its own one-byte document lengths (and how
+far that is from exact). Prints us/query per combo, then a `---` block.
 """
 import os
 
@@ -58,7 +55,6 @@ INSTALL_HINT = ".venv/bin/pip install -r tools/requirements-peers.txt"  # or `ma
 KERNELS_COMPUTE = ("Lance's BM25, exact lengths, scored at query time (the baseline: Lance's "
                    "block-max WAND)")  # what the baseline and champion compute
 
-
 inputs, reference, judge = peers_common.own_modules(
     HERE, ("inputs", "reference", "run_experiment"), keep=__name__ == "__main__")
 
@@ -80,8 +76,7 @@ def corpus_documents(index):
     totals = np.bincount(index.doc_ids, weights=index.frequencies,
                          minlength=len(index.doc_lengths))
     if not np.array_equal(totals, index.doc_lengths):
-        raise common.HarnessError("fts_bm25 doc_lengths are not the sums of the postings' "
-                                  "frequencies")
+        raise common.HarnessError("doc_lengths are not the sums of the postings' frequencies")
     ends = np.cumsum(index.doc_lengths, dtype=np.int64).tolist()
     return [tokens[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
@@ -262,10 +257,7 @@ def deviation(out, exact):
     """Largest relative distance of an answer's scores from its documents' exact scores (a
     checked answer: its ids are distinct documents that match)."""
     ids, scores = out
-    if len(ids) == 0:
-        return 0.0
-    true = exact[ids]
-    return float(np.max(np.abs(scores.astype(np.float64) - true) / true))
+    return float(np.max(np.abs(scores - exact[ids]) / exact[ids], initial=0.0))
 
 
 def summarise(checks, label):
@@ -282,8 +274,7 @@ def disagreements(checks):
     lines = []
     for label in dict.fromkeys(c.label for c in checks):
         mine = [c for c in checks if c.label == label]
-        bad = [c for c in mine if c.problem]
-        if bad:
+        if bad := [c for c in mine if c.problem]:
             lines.append(f"{label}: {len(bad)} of {len(mine)} answers fail its oracle; first: "
                          f"{bad[0].where}: {bad[0].problem}")
     return lines
