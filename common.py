@@ -261,8 +261,8 @@ def decide(is_baseline, geo, geo_lo, geo_hi, combos, min_gain=MIN_GAIN):
         return "baseline", "first run on this harness: the champion is recorded"
     if not all(math.isfinite(x) for x in (geo, geo_lo, geo_hi, *sum(combos.values(), ()))):
         return "discard", "statistics are not finite (too few rounds?)"
-    if regressed := [n for n, (r, lo, _) in combos.items()
-                     if r >= 1 + WORST_REGRESSION and lo > 1]:
+    regressed = [n for n, (r, lo, _) in combos.items() if r >= 1 + WORST_REGRESSION and lo > 1]
+    if regressed:
         return "discard", f"worst-case guard: {', '.join(regressed)} slower by >= 5 %"
     if geo_hi >= 1:
         return "discard", f"no significant gain: geomean CI90 upper {geo_hi:.4f} >= 1"
